@@ -175,7 +175,8 @@ def new_figure(ncols=1, width=4.2, height=3.4):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
+                             layout="constrained")
     return fig, axes[0]
 
 
@@ -188,7 +189,7 @@ def density_grid(half_width, num=200):
 def show_log_density(ax, gx, gy, log_p, title, vmin):
     im = ax.pcolormesh(gx, gy, np.maximum(log_p, vmin).reshape(gx.shape), cmap="viridis",
                        vmin=vmin, shading="auto", rasterized=True)
-    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+    ax.set(title=title, xlabel="$x_1$", aspect="equal")
     return im
 
 
@@ -241,6 +242,7 @@ def fig_kde_density(cfg, data, sigma):
     fig, axes = new_figure(2, width=4.0, height=3.8)
     show_log_density(axes[0], gx, gy, true, "true log-density", vmin)
     im = show_log_density(axes[1], gx, gy, fit, f"KDE, $\\sigma$ = {sigma:.3f}", vmin)
+    axes[0].set_ylabel("$x_2$")
     fig.colorbar(im, ax=list(axes), label="log p(x)", shrink=0.8)
     return fig
 
@@ -250,16 +252,17 @@ def fig_ebm_training(res):
     fig, (ax,) = new_figure(1, width=5.5)
     ax.plot(h["steps"], h["train_objective"], c=COLORS["fit"], label="train objective (training IS sample)")
     ax.plot(h["steps"], h["val_ll"], c=COLORS["val"], label="validation LL (held-out IS sample)")
-    ax.axhline(res["oracle_test_ll"], c=COLORS["true"], ls=":", label="true density (test)")
+    ax.axhline(res["oracle_train_ll"], c=COLORS["fit"], ls=":", label="true density on train")
+    ax.axhline(res["oracle_val_ll"], c=COLORS["val"], ls=":", label="true density on validation")
     ax.axvline(res["best_step"], c=COLORS["grey"], lw=1, label=f"selected step {res['best_step']}")
-    top = max(max(h["train_objective"]), res["oracle_test_ll"])
+    top = max(max(h["train_objective"]), res["oracle_train_ll"], res["oracle_val_ll"])
     ax.set(ylim=(top - 1.5, top + 0.1), xlabel="Adam step", ylabel="mean log-likelihood (nats)",
            title="EBM training")
     ax.legend(fontsize=8, loc="lower right")
     return fig
 
 
-def fig_ebm_density(cfg, data, sigma, energy):
+def fig_ebm_density(cfg, data, sigma, energy, A):
     import torch
     half = cfg.R + 4
     gx, gy, pts = density_grid(half)
@@ -267,12 +270,12 @@ def fig_ebm_density(cfg, data, sigma, energy):
     fit = kde.log_density(pts, data["train"], sigma)
     with torch.no_grad():
         e = energy(torch.as_tensor(pts, dtype=torch.float32)).double().numpy()
-    A = __import__("ebm").log_partition_grid(energy, cfg.grid_half_width, cfg.grid_step)
     vmin = true.max() - 12
     fig, axes = new_figure(3, width=3.6, height=3.6)
     show_log_density(axes[0], gx, gy, true, "true mixture", vmin)
     show_log_density(axes[1], gx, gy, fit, "KDE", vmin)
     im = show_log_density(axes[2], gx, gy, e - A, "EBM (A by quadrature)", vmin)
+    axes[0].set_ylabel("$x_2$")
     fig.colorbar(im, ax=list(axes), label="log p(x)", shrink=0.8)
     return fig
 
@@ -310,7 +313,7 @@ def run_gmm(cfg, data, rngs, ctx):
 def run_kde(cfg, data, rngs, ctx):
     grid = np.logspace(np.log10(cfg.sigma_min), np.log10(cfg.sigma_max), cfg.sigma_num)
     sigma, val_ll, val_curve = kde.tune_sigma(data["train"], data["val"], grid)
-    test_curve = np.array([kde.mean_log_likelihood(data["test"], data["train"], s) for s in grid])
+    test_curve = kde.log_likelihood_curve(data["test"], data["train"], grid)
     rules = {rule: kde.rule_of_thumb_sigma(data["train"], rule) for rule in ("scott", "silverman")}
     res = dict(sigma=sigma, bandwidth=float(np.sqrt(sigma)), val_ll=val_ll,
                test_ll=kde.mean_log_likelihood(data["test"], data["train"], sigma),
@@ -363,6 +366,8 @@ def run_ebm(cfg, data, rngs, ctx):
                test_ll_train_is=e_test - a_train, test_ll_fresh_is=e_test - a_fresh,
                test_ll_grid=e_test - a_grid,
                oracle_test_ll=float(log_q(data["test"]).mean()),
+               oracle_train_ll=float(log_q(data["train"]).mean()),
+               oracle_val_ll=float(log_q(data["val"]).mean()),
                history=dict(steps=hist.steps, train_objective=hist.train_objective, val_ll=hist.val_ll))
     ctx["artifacts"]["ebm_energy.pt"] = lambda tmp: ebm.save_energy(energy, tmp)
     macros = {"ebmHidden": fmt(cfg.hidden), "ebmTau": fmt(cfg.tau, 1), "ebmSteps": fmt(cfg.steps),
@@ -376,7 +381,7 @@ def run_ebm(cfg, data, rngs, ctx):
     sigma = ctx.get("kde_sigma") or kde.tune_sigma(data["train"], data["val"], np.logspace(
         np.log10(cfg.sigma_min), np.log10(cfg.sigma_max), cfg.sigma_num))[0]
     figs = {"ebm_training": fig_ebm_training(res),
-            "ebm_density": fig_ebm_density(cfg, data, sigma, energy)}
+            "ebm_density": fig_ebm_density(cfg, data, sigma, energy, a_grid)}
     return res, macros, figs
 
 
@@ -396,8 +401,13 @@ RUNNERS = {"gmm": run_gmm, "kde": run_kde, "ebm": run_ebm, "vi": run_vi}
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other refusal here
+        self.exit(2, f"VI.py: error: {message}\n")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="plots", help="output folder (default: plots)")
     p.add_argument("--quick", action="store_true", help="small settings: a smoke run in seconds")

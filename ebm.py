@@ -132,6 +132,8 @@ def train(energy, x_train, x_prop, log_q_prop, x_val, x_vprop, log_q_vprop,
     scored on the validation set with A from a held-out proposal sample (never the training
     one, which the net can learn to overfit); the best-scoring weights are restored."""
     opt = torch.optim.Adam(energy.parameters(), lr=lr)
+    # Cosine decay to zero: large steps find the ring early, small ones settle the fine shape.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     hist, best_val, best_state = TrainLog(), -math.inf, None
     start = time.perf_counter()
     for step in range(steps + 1):
@@ -150,6 +152,7 @@ def train(energy, x_train, x_prop, log_q_prop, x_val, x_vprop, log_q_vprop,
         opt.zero_grad()
         surrogate_loss(energy, x_train, x_prop, log_q_prop).backward()
         opt.step()
+        sched.step()
     energy.load_state_dict(best_state)
     hist.seconds = time.perf_counter() - start
     return hist

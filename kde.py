@@ -67,20 +67,32 @@ def rule_of_thumb_sigma(train, rule="scott"):
     return float(factor**2 * train.var(axis=0, ddof=1).mean())
 
 
+def likelihood_scorer(x, train):
+    """A function sigma -> mean log p_hat(x). The distances are computed once and reused
+    for every sigma when the pairs fit in one block; otherwise each call streams blocks."""
+    n, d = train.shape
+    if x.shape[0] * n > 2**22:
+        return lambda s: mean_log_likelihood(x, train, s)
+    shifted, sq_min = _shifted_sq_dists(x, train)
+    return lambda s: float(_log_density_from_sq(shifted, sq_min, s, n, d).mean())
+
+
+def log_likelihood_curve(x, train, sigmas):
+    """Mean log p_hat(x) for each sigma in sigmas, shape (len(sigmas),)."""
+    score = likelihood_scorer(x, train)
+    return np.array([score(s) for s in sigmas])
+
+
 def tune_sigma(train, val, grid):
-    """Grid search of the validation log-likelihood over sigma, then a bounded refinement.
+    """Grid search of the validation log-likelihood over sigma, then a bounded refinement
+    of log sigma between the best grid point's neighbours.
 
     Returns (sigma*, validation LL at sigma*, validation LL on the grid).
     """
     grid = np.asarray(grid, dtype=float)
-    if grid.size == 0 or np.any(grid <= 0):
+    if grid.size == 0 or not np.all(grid > 0):
         raise ValueError("the sigma grid must be non-empty and positive")
-    n, d = train.shape
-    if val.shape[0] * n <= 2**22:  # distances once, reused for every sigma
-        shifted, sq_min = _shifted_sq_dists(val, train)
-        score = lambda s: float(_log_density_from_sq(shifted, sq_min, s, n, d).mean())
-    else:
-        score = lambda s: mean_log_likelihood(val, train, s)
+    score = likelihood_scorer(val, train)
     scores = np.array([score(s) for s in grid])
     i = int(np.argmax(scores))
     lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, grid.size - 1)])

@@ -1,0 +1,125 @@
+"""The mixture's density, sampling and EM against independent references.
+
+Tolerances: 1e-10 and tighter compare two exact computations of the same quantity (only
+round-off separates them); seeded statistical checks use bounds of several standard errors,
+stated beside each.
+"""
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import gmm_em
+
+
+def test_ring_means_are_on_the_circle_at_the_stated_angles():
+    mu = gmm_em.ring_means(10, 10.0)
+    assert np.allclose(np.linalg.norm(mu, axis=1), 10.0)
+    assert np.allclose(mu[-1], [10.0, 0.0])  # k = K is the angle 2 pi
+    assert np.allclose(mu[0], 10.0 * np.array([np.cos(2 * np.pi / 10), np.sin(2 * np.pi / 10)]))
+
+
+def test_sampling_statistics():
+    rng = np.random.default_rng(1)
+    K, n = 5, 200_000
+    mu, w = gmm_em.ring_means(K, 4.0), np.array([0.1, 0.2, 0.3, 0.15, 0.25])
+    x, z = gmm_em.sample(n, mu, w, rng)
+    freq = np.bincount(z, minlength=K) / n
+    assert np.all(np.abs(freq - w) < 5 * np.sqrt(w * (1 - w) / n))  # 5 binomial s.e.
+    for k in range(K):
+        xk = x[z == k]
+        assert np.all(np.abs(xk.mean(0) - mu[k]) < 5 / np.sqrt(len(xk)))  # 5 s.e. of a mean
+        assert np.allclose(np.cov(xk.T), np.eye(2), atol=6 * np.sqrt(2 / len(xk)))
+
+
+def test_log_prob_matches_scipy():
+    rng = np.random.default_rng(2)
+    mu, w = rng.normal(size=(4, 2)) * 3, rng.dirichlet(np.ones(4))
+    x = rng.normal(size=(50, 2)) * 4
+    ref = np.log(sum(w[k] * multivariate_normal(mu[k], np.eye(2)).pdf(x) for k in range(4)))
+    assert np.allclose(gmm_em.log_prob(x, mu, w), ref, rtol=0, atol=1e-12)
+
+
+def test_log_prob_is_finite_far_from_every_centre():
+    # exp(-||x - mu||^2 / 2) underflows to 0 at distance 40; the log-space sum must not.
+    mu, w = gmm_em.ring_means(10, 10.0), gmm_em.uniform_weights(10)
+    lp = gmm_em.log_prob(np.array([[60.0, 0.0]]), mu, w)
+    assert np.isfinite(lp).all()
+    assert np.isclose(lp[0], np.log(0.1) - np.log(2 * np.pi) - 0.5 * 50.0**2, atol=1e-9)  # nearest centre
+
+
+def test_responsibilities_sum_to_one_and_match_bayes_rule():
+    rng = np.random.default_rng(3)
+    mu, w = gmm_em.ring_means(6, 2.0), rng.dirichlet(np.ones(6))
+    x = rng.normal(size=(30, 2)) * 3
+    r = np.exp(gmm_em.log_responsibilities(x, mu, w))
+    assert np.allclose(r.sum(1), 1.0, atol=1e-12)
+    joint = np.stack([w[k] * multivariate_normal(mu[k], np.eye(2)).pdf(x) for k in range(6)], 1)
+    assert np.allclose(r, joint / joint.sum(1, keepdims=True), atol=1e-12)
+
+
+def test_m_step_is_the_weighted_average_of_a_naive_loop():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 2))
+    log_resp = gmm_em.log_responsibilities(x, rng.normal(size=(3, 2)), np.full(3, 1 / 3))
+    means, weights = gmm_em.m_step(x, log_resp)
+    r = np.exp(log_resp)
+    for k in range(3):
+        num = sum(r[i, k] * x[i] for i in range(40))
+        assert np.allclose(means[k], num / sum(r[i, k] for i in range(40)), atol=1e-12)
+        assert np.isclose(weights[k], sum(r[i, k] for i in range(40)) / 40, atol=1e-12)
+
+
+def test_m_step_maximises_the_expected_complete_log_likelihood():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 2)) * 2
+    log_resp = gmm_em.log_responsibilities(x, rng.normal(size=(3, 2)), np.full(3, 1 / 3))
+    q = lambda m, w: (np.exp(log_resp) * gmm_em.log_joint(x, m, w)).sum()
+    means, weights = gmm_em.m_step(x, log_resp)
+    best = q(means, weights)
+    for _ in range(200):  # random feasible perturbations never do better
+        m = means + 0.05 * rng.normal(size=means.shape)
+        w = rng.dirichlet(200 * weights)
+        assert q(m, w) <= best + 1e-12
+
+
+def test_a_component_with_no_data_keeps_finite_parameters():
+    x = np.array([[0.0, 0.0], [0.1, 0.0]])
+    log_resp = np.array([[0.0, -np.inf], [0.0, -np.inf]])  # all mass on component 0
+    means, weights = gmm_em.m_step(x, log_resp)
+    assert np.isfinite(means).all() and weights[1] == 0.0
+
+
+@pytest.mark.parametrize("R", [1.0, 10.0])
+def test_em_never_decreases_the_log_likelihood(R):
+    rng = np.random.default_rng(6)
+    mu, w = gmm_em.ring_means(10, R), gmm_em.uniform_weights(10)
+    x, _ = gmm_em.sample(500, mu, w, rng)
+    fit = gmm_em.em_once(x, x[rng.choice(500, 10, replace=False)], tol=1e-10, max_iter=300)
+    assert np.all(np.diff(fit.history) >= -1e-12)  # round-off only
+
+
+def test_em_recovers_the_separated_ring():
+    # n = 1000, 100 points per component: each mean has s.e. 0.1 per coordinate, so the
+    # matched distance averages ~0.125 and rarely exceeds 0.4; pi_k has s.e. 0.0095.
+    rng = np.random.default_rng(7)
+    mu, w = gmm_em.ring_means(10, 10.0), gmm_em.uniform_weights(10)
+    x, _ = gmm_em.sample(1000, mu, w, rng)
+    fit = gmm_em.fit_em(x, 10, rng)
+    err = gmm_em.parameter_errors(fit, mu, w)
+    assert fit.converged
+    assert err["mean_dist"] < 0.2 and err["max_dist"] < 0.45 and err["max_pi_err"] < 0.04
+
+
+def test_fit_em_keeps_the_most_likely_restart_and_warns_at_the_cap():
+    rng = np.random.default_rng(8)
+    x, _ = gmm_em.sample(300, gmm_em.ring_means(10, 1.0), gmm_em.uniform_weights(10), rng)
+    with pytest.warns(RuntimeWarning, match="max_iter"):
+        fit = gmm_em.fit_em(x, 10, rng, n_init=3, tol=1e-14, max_iter=3)
+    assert not fit.converged and fit.n_iter == 3
+
+
+def test_hungarian_matching_undoes_a_permutation():
+    mu = gmm_em.ring_means(7, 5.0)
+    perm = np.random.default_rng(9).permutation(7)
+    est = mu[perm]
+    assert np.allclose(est[gmm_em.match_components(est, mu)], mu)
