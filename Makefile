@@ -1,0 +1,25 @@
+# One command per job; `make pdf` rebuilds the figures first when any code changed.
+PY ?= python
+CODE := VI.py gmm_em.py kde.py ebm.py
+THEORY := $(wildcard theory/*.tex)
+
+.PHONY: all figures pdf test clean
+
+all: pdf
+
+figures: plots/results.tex
+
+plots/results.tex: $(CODE)
+	$(PY) VI.py
+
+pdf: theory/theory.pdf
+
+theory/theory.pdf: plots/results.tex $(THEORY) theory/latexmkrc
+	cd theory && latexmk theory.tex
+
+test:
+	$(PY) -m pytest -q
+
+clean:
+	cd theory && latexmk -C theory.tex
+	find plots -mindepth 1 ! -name README.md -delete
