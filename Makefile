@@ -23,3 +23,11 @@ test:
 clean:
 	cd theory && latexmk -C theory.tex
 	find plots -mindepth 1 ! -name README.md -delete
+
+# The hand-in: NETID.zip with exactly theory.pdf and a self-contained VI.py.
+# The netid is checked first, so a missing or bad one writes nothing.
+.PHONY: submission
+submission:
+	@$(PY) tools/bundle.py --check --netid "$(NETID)"
+	$(MAKE) pdf
+	$(PY) tools/bundle.py --netid "$(NETID)"

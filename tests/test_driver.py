@@ -1,28 +1,9 @@
 """python VI.py as a user runs it: outputs, determinism, and refusal of bad input."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ["gmm_data", "em_history", "kde_sigma", "kde_density", "ebm_training", "ebm_density",
-           "kl_asymmetry", "kl_fits", "elbo_points", "elbo_K", "iwae"]
-
-
-def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "VI.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quick")
-    proc = run("--quick", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return out
+from conftest import FIGURES, run_vi as run
 
 
 def test_quick_run_writes_every_promised_file(quick):
