@@ -67,3 +67,10 @@ def test_tuned_sigma_is_a_local_maximum_inside_the_grid(ring):
     for s in (sigma * 0.98, sigma * 1.02):
         assert kde.mean_log_likelihood(val, train, s) <= best + 1e-9
     assert np.isclose(best, kde.mean_log_likelihood(val, train, sigma), atol=1e-12)
+
+
+def test_the_search_scorer_equals_the_plain_density_at_every_scale(ring):
+    # the scorer sorts distances and drops kernels below e^-40 of the nearest: round-off only
+    score = kde.likelihood_scorer(ring[1], ring[0])
+    for sigma in (1e-6, 1e-2, 0.3, 10.0, 1e3):
+        assert np.isclose(score(sigma), kde.mean_log_likelihood(ring[1], ring[0], sigma), rtol=0, atol=1e-12)
