@@ -387,9 +387,382 @@ def run_ebm(cfg, data, rngs, ctx):
 
 # =============================== Section 2: variational bounds ===============================
 # (problems 2.1-2.4 and beyond; run_vi is the part's runner)
+#
+# For a categorical q over the K components of the mixture (Sigma_k = I, pi_k = 1/K):
+#   L(q)    = sum_k q_k (log p(x, k) - log q_k),    log p(x) = L(q) + KL(q || p(z | x))   (2.1)
+#   q = Unif:      L = -log 2 pi - (1/K) sum_k ||x - mu_k||^2 / 2
+#                    = -log 2 pi - (||x||^2 + R^2) / 2   for K >= 2 (the ring centres sum to 0)
+#   q = posterior: L = log p(x)
+#   K -> inf:      log p_K(x) -> -log 2 pi - (||x||^2 + R^2) / 2 + log I_0(R ||x||)          (2.4)
+#   IWAE:          L_k = E log (1/k) sum_j p(x, z_j) / q(z_j),  z_j ~ q iid;  L_1 = L(q) <= L_k <= log p
+
+VI_KL_P = dict(weights=(0.5, 0.3, 0.2), means=(-6.0, 0.0, 6.0), sds=(1.0, 0.7, 0.8))  # p of 2.2
+VI_KL_Q = (-6.0, 0.6)  # (mean, sd) of the narrow q sitting on p's heaviest mode
+VI_KL_GRID = (-30.0, 30.0, 0.01)  # quadrature box and step; wide enough for every fitted q
+VI_KL_STARTS = (-9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0)  # reverse-KL starts (mean; sd = 1)
+VI_LIMIT_NUM_K = 30  # log-spaced K of problem 2.4 (before rounding to unique integers)
+VI_LIMIT_POINTS = 250  # the first test points, for the K sweep: its cost is points * sum(K)
+VI_IWAE_K_MAX = 1024  # largest number of importance samples k (k = 1, 2, 4, ...)
+VI_IWAE_POINTS = 100  # the first test points of each R
+VI_IWAE_REPS = 400  # Monte Carlo replicates of the bound per point and k
+
+
+def kl_categorical(log_q, log_p):
+    """KL(q || p) = sum_k q_k (log q_k - log p_k) along the last axis; terms with q_k = 0 are 0."""
+    q = np.exp(log_q)
+    with np.errstate(invalid="ignore"):  # 0 * (-inf - -inf) is NaN; the where sets it to 0
+        return np.where(q > 0, q * (log_q - log_p), 0.0).sum(-1)
+
+
+def elbo(log_joint_xk, log_q):
+    """L(q) = sum_k q_k (log p(x, k) - log q_k), shape (n,). With the unnormalised joint in
+    place of p this is -KL(q || p(x, .)), so kl_categorical does the work (and the q_k = 0 care)."""
+    return -kl_categorical(log_q, log_joint_xk)
+
+
+def log_evidence(log_joint_xk):
+    """log p(x) = logsumexp_k log p(x, k), shape (n,)."""
+    from scipy.special import logsumexp
+    return logsumexp(log_joint_xk, axis=-1)
+
+
+def elbo_uniform_closed(x, means):
+    """L(Unif) with Sigma = I, pi = 1/K: -log 2 pi - mean_k ||x - mu_k||^2 / 2, shape (n,).
+    The log pi_k and -log q_k terms cancel, leaving the average component log-density."""
+    return -gmm_em.LOG_2PI - 0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1).mean(1)
+
+
+def elbo_uniform_ring(x, R):
+    """The same bound for K >= 2 ring centres: sum_k mu_k = 0 removes the cross term, so it
+    depends on neither K nor the angle of x: -log 2 pi - (||x||^2 + R^2) / 2."""
+    return -gmm_em.LOG_2PI - 0.5 * ((x ** 2).sum(-1) + R ** 2)
+
+
+def log_i0(z):
+    """log I_0(z) for z >= 0 via the scaled i0e(z) = exp(-z) I_0(z); I_0 itself overflows at z ~ 713."""
+    from scipy.special import i0e
+    return np.log(i0e(z)) + z
+
+
+def ring_log_density(x, R):
+    """K -> inf limit of the ring mixture: the angle of the centre is uniform on the circle,
+    p(x) = (2 pi)^-1 exp(-(||x||^2 + R^2)/2) I_0(R ||x||); log of it, shape (n,)."""
+    r2 = (x ** 2).sum(-1)
+    return elbo_uniform_ring(x, R) + log_i0(R * np.sqrt(r2))
+
+
+def iwae_samples(log_joint_xk, log_q, k, reps, rng):
+    """reps draws of log (1/k) sum_{j<=k} p(x, z_j) / q(z_j), z_j ~ q iid, per point: (n, reps).
+
+    The sum only depends on how often each component was drawn, so the k draws are replaced by
+    their counts c ~ Multinomial(k, q): the same distribution at a cost independent of k.
+    """
+    from scipy.special import logsumexp
+    n, K = log_joint_xk.shape
+    counts = rng.multinomial(k, np.exp(log_q), size=(n, reps))  # (n, reps, K)
+    with np.errstate(divide="ignore"):  # components never drawn: log 0 = -inf drops them
+        log_c = np.log(counts)
+    return logsumexp(log_c + (log_joint_xk - log_q)[:, None, :], axis=-1) - np.log(k)
+
+
+# ---- problem 2.2: KL(p || q) against KL(q || p) for one-dimensional densities, by quadrature --
+
+def normal_log_pdf(x, mu, sd):
+    return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2.0 * np.pi)
+
+
+def mixture_1d_log_pdf(x, weights, means, sds):
+    """log sum_k w_k N(x; m_k, s_k^2) on a 1-D array x, shape x.shape."""
+    from scipy.special import logsumexp
+    parts = [np.log(w) + normal_log_pdf(x, m, s) for w, m, s in zip(weights, means, sds)]
+    return logsumexp(np.stack(parts), axis=0)
+
+
+def kl_grid(log_f, log_g, step):
+    """KL(f || g) = int f log(f / g) dx as the discrete KL of the cell masses f(x_i) * step
+    (the step cancels in the ratio). Spectrally accurate for smooth densities that vanish at
+    the ends of the grid."""
+    return float(kl_categorical(log_f + np.log(step), log_g + np.log(step)))
+
+
+def kl_axis(lo, hi, step):
+    return np.arange(lo, hi + step / 2, step)
+
+
+def moment_match(weights, means, sds):
+    """argmin over Gaussians q of KL(p || q): q has p's mean and variance."""
+    w, m, s = map(np.asarray, (weights, means, sds))
+    mean = float(w @ m)
+    return mean, float(np.sqrt(w @ (s ** 2 + m ** 2) - mean ** 2))
+
+
+def fit_gaussian_kl(log_p, t, step, start, reverse):
+    """Gaussian (mu, sd) minimising KL(q || p) (reverse=True) or KL(p || q) on the grid t,
+    from start = (mu, sd); optimised over (mu, log sd). Returns (mu, sd, KL)."""
+    from scipy.optimize import minimize
+
+    def kl(theta):
+        log_q = normal_log_pdf(t, theta[0], np.exp(theta[1]))
+        return kl_grid(log_q, log_p, step) if reverse else kl_grid(log_p, log_q, step)
+
+    fit = minimize(kl, [start[0], np.log(start[1])], method="BFGS", options=dict(gtol=1e-9))
+    return float(fit.x[0]), float(np.exp(fit.x[1])), float(fit.fun)
+
+
+def kl_experiment():
+    """Problem 2.2 and its fits; every number comes from the same quadrature grid."""
+    t = kl_axis(*VI_KL_GRID)
+    step = VI_KL_GRID[2]
+    log_p = mixture_1d_log_pdf(t, **VI_KL_P)
+    log_q = normal_log_pdf(t, *VI_KL_Q)
+    fwd_mu, fwd_sd = moment_match(**VI_KL_P)
+    fwd_num = fit_gaussian_kl(log_p, t, step, (0.0, 1.0), reverse=False)
+    rev = [fit_gaussian_kl(log_p, t, step, (m0, 1.0), reverse=True) for m0 in VI_KL_STARTS]
+    optima = {}  # one entry per distinct local optimum
+    for mu, sd, kl in rev:
+        optima.setdefault(round(mu, 2), dict(mu=mu, sd=sd, kl=kl))
+    optima = sorted(optima.values(), key=lambda o: o["mu"])
+    best = min(optima, key=lambda o: o["kl"])
+    t2 = kl_axis(VI_KL_GRID[0], VI_KL_GRID[1], step / 2)
+    refined = [kl_grid(mixture_1d_log_pdf(t2, **VI_KL_P), normal_log_pdf(t2, *VI_KL_Q), step / 2),
+               kl_grid(normal_log_pdf(t2, *VI_KL_Q), mixture_1d_log_pdf(t2, **VI_KL_P), step / 2)]
+    res = dict(p=VI_KL_P, q=dict(mu=VI_KL_Q[0], sd=VI_KL_Q[1]), grid=list(VI_KL_GRID),
+               kl_pq=kl_grid(log_p, log_q, step), kl_qp=kl_grid(log_q, log_p, step))
+    res.update(grid_delta=max(abs(refined[0] - res["kl_pq"]), abs(refined[1] - res["kl_qp"])),
+               forward=dict(mu=fwd_mu, sd=fwd_sd,
+                            kl=kl_grid(log_p, normal_log_pdf(t, fwd_mu, fwd_sd), step),
+                            numeric_mu=fwd_num[0], numeric_sd=fwd_num[1]),
+               reverse_optima=optima, reverse_best=best,
+               reverse_starts=[dict(start=m0, mu=mu, sd=sd, kl=kl) for m0, (mu, sd, kl) in zip(VI_KL_STARTS, rev)])
+    return res
+
+
+def fig_kl_asymmetry(res):
+    t = np.linspace(-10, 10, 2001)
+    log_p, log_q = mixture_1d_log_pdf(t, **VI_KL_P), normal_log_pdf(t, *VI_KL_Q)
+    p, q = np.exp(log_p), np.exp(log_q)
+    fig, axes = new_figure(2, width=4.4)
+    axes[0].plot(t, p, c=COLORS["true"], label="p (3 modes)")
+    axes[0].plot(t, q, c=COLORS["fit"], label=f"q = N({VI_KL_Q[0]:g}, {VI_KL_Q[1]:g}$^2$)")
+    axes[0].set(xlabel="x", ylabel="density", title=f"KL(p||q) = {res['kl_pq']:.2f} nats, "
+                f"KL(q||p) = {res['kl_qp']:.2f} nats")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(t, p * (log_p - log_q), c=COLORS["kde"], label="p log(p/q): integrand of KL(p||q)")
+    axes[1].plot(t, q * (log_q - log_p), c=COLORS["ebm"], ls="--", label="q log(q/p): integrand of KL(q||p)")
+    axes[1].set(xlabel="x", ylabel="integrand (nats per unit x)",
+                title="KL(p||q) is paid where p has mass and q has none")
+    axes[1].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def fig_kl_fits(res):
+    t = np.linspace(-12, 12, 2001)
+    fig, (ax,) = new_figure(1, width=6.4, height=3.6)
+    ax.fill_between(t, np.exp(mixture_1d_log_pdf(t, **VI_KL_P)), color=COLORS["grey"], alpha=0.4, label="p")
+    f = res["forward"]
+    ax.plot(t, np.exp(normal_log_pdf(t, f["mu"], f["sd"])), c=COLORS["kde"], lw=2,
+            label=f"argmin KL(p||q): mean {f['mu']:.2f}, sd {f['sd']:.2f}")
+    for o in res["reverse_optima"]:
+        best = o == res["reverse_best"]
+        ax.plot(t, np.exp(normal_log_pdf(t, o["mu"], o["sd"])), c=COLORS["fit"], ls="-" if best else "--",
+                label=f"local min of KL(q||p) = {o['kl']:.2f} nats" + (" (best)" if best else ""))
+    ax.set(xlabel="x", ylabel="density",
+           title="KL(p||q) spreads q over every mode; KL(q||p) has one optimum per mode")
+    ax.set_ylim(0, 0.95)  # headroom for the legend above the peaks
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+# ---- problems 2.3 and 2.4: the two bounds on the ring mixture ---------------------------------
+
+def bounds(x, means):
+    """Per-point log p, the uniform-q and posterior-q bounds and the checks of 2.1, shape (n,) each."""
+    K = means.shape[0]
+    lj = gmm_em.log_joint(x, means, gmm_em.uniform_weights(K))  # (n, K)
+    log_p = log_evidence(lj)
+    log_unif = np.full(K, -np.log(K))
+    log_post = lj - log_p[:, None]
+    unif = elbo(lj, log_unif)
+    return dict(log_p=log_p, unif=unif, post=elbo(lj, log_post), closed=elbo_uniform_closed(x, means),
+                gap=log_p - unif, kl_unif_post=kl_categorical(log_unif, log_post))
+
+
+def summarise_bounds(b, R):
+    mean = lambda a: float(np.mean(a))
+    return dict(R=R, unif=mean(b["unif"]), post=mean(b["post"]), log_p=mean(b["log_p"]),
+                gap=mean(b["gap"]), gap_min=float(b["gap"].min()), gap_max=float(b["gap"].max()),
+                gap_kl_err=float(np.abs(b["gap"] - b["kl_unif_post"]).max()),
+                closed_err=float(np.abs(b["closed"] - b["unif"]).max()),
+                post_err=float(np.abs(b["post"] - b["log_p"]).max()))
+
+
+def limit_K_values(K_max, num=VI_LIMIT_NUM_K):
+    return np.unique(np.round(np.geomspace(2, K_max, num)).astype(int))
+
+
+def bounds_vs_K(x, R, Ks, chunk_entries=2 ** 20):
+    """For each K: the means over x of log p_K, L_K(Unif) and L_K(posterior), and the largest
+    per-point distances of log p_K from the ring limit, of L_K(Unif) from its K >= 2 closed form
+    and of L_K(posterior) from log p_K. Points go through in chunks so that no (n, K) array
+    exceeds chunk_entries. Returns a dict of arrays of shape (len(Ks),)."""
+    ring, unif_ring = ring_log_density(x, R), elbo_uniform_ring(x, R)
+    rows = []
+    for K in Ks:
+        means = gmm_em.ring_means(K, R)
+        size = max(1, chunk_entries // K)
+        parts = [bounds(x[i:i + size], means) for i in range(0, len(x), size)]
+        b = {key: np.concatenate([p[key] for p in parts]) for key in ("log_p", "unif", "post")}
+        rows.append((b["log_p"].mean(), b["unif"].mean(), b["post"].mean(),
+                     np.abs(b["log_p"] - ring).max(), np.abs(b["unif"] - unif_ring).max(),
+                     np.abs(b["post"] - b["log_p"]).max()))
+    keys = ("log_p", "unif", "post", "ring_err", "unif_err", "post_err")
+    return {key: np.array(col) for key, col in zip(keys, zip(*rows))}
+
+
+def limit_experiment(cfg, data):
+    """Problem 2.4. The sweep over K runs on the first VI_LIMIT_POINTS test points of each R;
+    the limits are closed forms, so they are also given on the whole R = 10 test set, where they
+    sit next to problem 2.3's numbers."""
+    Ks = limit_K_values(cfg.K_max)
+    x = data["test"][:VI_LIMIT_POINTS]
+    big = bounds_vs_K(x, cfg.R, Ks)
+    small = bounds_vs_K(data["test_small"][:VI_LIMIT_POINTS], cfg.R_small, Ks)
+    ring, unif = ring_log_density(data["test"], cfg.R), elbo_uniform_ring(data["test"], cfg.R)
+    return dict(R=cfg.R, R_small=cfg.R_small, points=len(x), K=Ks.tolist(),
+                **{key: v.tolist() for key, v in big.items()},
+                ring_err_small=small["ring_err"].tolist(),
+                sweep_ring_log_p=float(ring_log_density(x, cfg.R).mean()),
+                sweep_unif_limit=float(elbo_uniform_ring(x, cfg.R).mean()),
+                ring_log_p=float(ring.mean()), unif_limit=float(unif.mean()),
+                gap_limit=float((ring - unif).mean()),
+                unif_err_max=float(max(big["unif_err"].max(), small["unif_err"].max())),
+                post_err_max=float(max(big["post_err"].max(), small["post_err"].max())))
+
+
+def fig_elbo_points(data, R_pairs, per_point):
+    fig, axes = new_figure(2, width=4.6, height=3.6)
+    for ax, (key, R), x in zip(axes, R_pairs, (data["test"], data["test_small"])):
+        b = per_point[key]
+        r = np.linalg.norm(x, axis=1)
+        grid = np.linspace(0, r.max() * 1.02, 200)
+        ax.scatter(r, b["log_p"], s=4, c=COLORS["true"], label="log p(x) (exact)")
+        ax.scatter(r, b["post"], s=14, marker="+", lw=0.6, c=COLORS["kde"], label="L(posterior)")
+        ax.scatter(r, b["unif"], s=4, c=COLORS["fit"], label="L(Unif)")
+        ax.plot(grid, -gmm_em.LOG_2PI - 0.5 * (grid ** 2 + R ** 2), c=COLORS["grey"], lw=1,
+                label="$-\\log 2\\pi - (\\|x\\|^2 + R^2)/2$")
+        ax.set(xlabel="$\\|x\\|$ (distance from the ring's centre)", ylabel="nats",
+               title=f"R = {R:g}: mean gap of L(Unif) {np.mean(b['gap']):.2f} nats")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("L(Unif) is largest at the ring's centre, where there are no data; "
+                 "L(posterior) = log p", fontsize=9)
+    return fig
+
+
+def fig_elbo_K(res):
+    K = np.array(res["K"])
+    fig, axes = new_figure(2, width=4.6, height=3.6)
+    ax = axes[0]
+    ax.semilogx(K, res["log_p"], "o", ms=5, mfc="none", c=COLORS["true"], label="log $p_K(x)$")
+    ax.semilogx(K, res["post"], "+", ms=5, c=COLORS["kde"], label="L(posterior)")
+    ax.semilogx(K, res["unif"], "s", ms=3, c=COLORS["fit"], label="L(Unif)")
+    ax.axhline(res["sweep_ring_log_p"], c=COLORS["kde"], ls=":", lw=1.2,
+               label="K = $\\infty$: ring density (log $I_0$ form)")
+    ax.axhline(res["sweep_unif_limit"], c=COLORS["fit"], ls=":", lw=1.2,
+               label="$-\\log 2\\pi - (\\|x\\|^2+R^2)/2$")
+    ax.set(xlabel="K (components on the ring)",
+           ylabel=f"mean over {res['points']} test points (nats)",
+           title=f"R = {res['R']:g}: L(Unif) is flat in K, the gap stays")
+    ax.legend(fontsize=7, loc="center right")
+    ax = axes[1]
+    floor = 1e-17  # exact zeros (log p_K equal to the limit in floating point) drawn at the floor
+    ax.loglog(K, np.maximum(res["ring_err"], floor), "o-", ms=3, c=COLORS["true"], label=f"R = {res['R']:g}")
+    ax.loglog(K, np.maximum(res["ring_err_small"], floor), "s--", ms=3, c=COLORS["other"],
+              label=f"R = {res['R_small']:g}")
+    ax.set(xlabel="K (components on the ring)", ylabel="max$_i$ |log $p_K(x_i)$ $-$ ring limit| (nats)",
+           title="L(posterior) = log $p_K$ reaches the ring limit")
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ---- beyond: the importance-weighted bound L_k between L(Unif) and log p ------------------------
+
+def iwae_gap_coefficient(log_post, log_q):
+    """c with log p - L_k ~ c / k for large k (delta method on the log of a mean of k weights):
+    c = Var_q(w) / 2 with w = p(z | x) / q(z), E_q w = 1, so c = (sum_z p(z | x)^2 / q(z) - 1) / 2.
+    Shape (n,)."""
+    from scipy.special import logsumexp
+    return 0.5 * np.expm1(logsumexp(2 * log_post - log_q, axis=-1))
+
+
+def iwae_experiment(x, R, K, rng):
+    x = x[:VI_IWAE_POINTS]
+    lj = gmm_em.log_joint(x, gmm_em.ring_means(K, R), gmm_em.uniform_weights(K))
+    log_q = np.full(K, -np.log(K))
+    ks = 2 ** np.arange(int(np.log2(VI_IWAE_K_MAX)) + 1)
+    mean, se = [], []
+    for k in ks:
+        s = iwae_samples(lj, log_q, int(k), VI_IWAE_REPS, rng)  # (points, reps)
+        mean.append(float(s.mean()))
+        # the points are fixed, so the only noise is Monte Carlo: per-point variances add up
+        se.append(float(np.sqrt(s.var(1, ddof=1).sum() / VI_IWAE_REPS) / len(x)))
+    return dict(R=R, points=len(x), reps=VI_IWAE_REPS, k=ks.tolist(), L=mean, se=se,
+                elbo=float(elbo_uniform_closed(x, gmm_em.ring_means(K, R)).mean()),
+                log_p=float(log_evidence(lj).mean()),
+                gap_coef=float(iwae_gap_coefficient(lj - log_evidence(lj)[:, None], log_q).mean()))
+
+
+def fig_iwae(res):
+    fig, axes = new_figure(2, width=4.6, height=3.6)
+    r = res["R10"]
+    ax = axes[0]
+    ax.errorbar(r["k"], r["L"], yerr=2 * np.array(r["se"]), fmt="o-", ms=3, c=COLORS["fit"],
+                label="$L_k$ ($\\pm$ 2 MC s.e.)")
+    ax.axhline(r["log_p"], c=COLORS["true"], ls=":", label="log p(x)")
+    ax.plot([1], [r["elbo"]], "x", ms=9, c=COLORS["kde"], label="L(Unif), closed form")
+    ax.set(xscale="log", xlabel="k (importance samples from Unif)",
+           ylabel=f"mean over {r['points']} test points (nats)",
+           title=f"R = {r['R']:g}: $L_1$ = L(Unif) $\\leq L_k \\uparrow$ log p")
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1]
+    for (key, r), c, m in zip(res.items(), (COLORS["fit"], COLORS["other"]), ("o", "s")):
+        k, gap = np.array(r["k"]), r["log_p"] - np.array(r["L"])
+        ok = gap > 0  # a Monte Carlo estimate can cross log p once the gap is below its noise
+        ax.errorbar(k[ok], gap[ok], yerr=2 * np.array(r["se"])[ok], fmt=m, ms=3, c=c,
+                    label=f"R = {r['R']:g}: log p $-$ $L_k$")
+        ax.plot(k, r["gap_coef"] / k, c=c, lw=1, ls="--", label=f"R = {r['R']:g}: Var(w) / 2k")
+    ax.set(xscale="log", yscale="log", xlabel="k (importance samples from Unif)",
+           ylabel="mean gap (nats)", title="For large k the gap closes like Var(w) / 2k")
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
 
 def run_vi(cfg, data, rngs, ctx):
-    return {}, {}, {}
+    rng = rngs["vi"]
+    kl = kl_experiment()
+    pairs = (("R10", cfg.R), ("R1", cfg.R_small))
+    per_point = {key: bounds(x, gmm_em.ring_means(cfg.K, R))
+                 for (key, R), x in zip(pairs, (data["test"], data["test_small"]))}
+    elbo_res = {key: summarise_bounds(per_point[key], R) for key, R in pairs}
+    limit = limit_experiment(cfg, data)
+    iwae = {key: iwae_experiment(x, R, cfg.K, rng)
+            for (key, R), x in zip(pairs, (data["test"], data["test_small"]))}
+    res = dict(kl=kl, elbo=elbo_res, limit=limit, iwae=iwae)
+    best = kl["reverse_best"]
+    macros = {"klPQ": fmt(kl["kl_pq"]), "klQP": fmt(kl["kl_qp"]), "fwdMu": fmt(kl["forward"]["mu"]),
+              "fwdSd": fmt(kl["forward"]["sd"]), "revMu": fmt(best["mu"]), "revSd": fmt(best["sd"]),
+              "revKL": fmt(best["kl"]), "viKmax": fmt(int(limit["K"][-1])),
+              "viRingLogp": fmt(limit["ring_log_p"], 3), "viUnifLimit": fmt(limit["unif_limit"], 3),
+              "viGapLimit": fmt(limit["gap_limit"], 3), "viLimitPoints": fmt(limit["points"]),
+              "iwaeKmax": fmt(int(iwae["R10"]["k"][-1])), "iwaePoints": fmt(iwae["R10"]["points"]),
+              "iwaeReps": fmt(iwae["R10"]["reps"])}
+    for tag, key in (("Ten", "R10"), ("One", "R1")):
+        e = elbo_res[key]
+        macros.update({f"viUnif{tag}": fmt(e["unif"], 3), f"viPost{tag}": fmt(e["post"], 3),
+                       f"viLogp{tag}": fmt(e["log_p"], 3), f"viGap{tag}": fmt(e["gap"], 3)})
+    figs = {"kl_asymmetry": fig_kl_asymmetry(kl), "kl_fits": fig_kl_fits(kl),
+            "elbo_points": fig_elbo_points(data, pairs, per_point), "elbo_K": fig_elbo_K(limit),
+            "iwae": fig_iwae(iwae)}
+    return res, macros, figs
 
 # ============================= end of Section 2: variational bounds ============================
 
