@@ -129,9 +129,11 @@ def atomic_write(path, write):
 
 def save_figure(fig, out, name):
     import matplotlib.pyplot as plt
+    fig.canvas.draw()  # lay out once (constrained layout), then freeze it for both formats
+    fig.set_layout_engine("none")
     for ext in ("pdf", "png"):
         atomic_write(os.path.join(out, f"{name}.{ext}"),
-                     lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight"))
+                     lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150))
     plt.close(fig)
 
 
@@ -174,6 +176,7 @@ COLORS = {"true": "#000000", "fit": "#D55E00", "kde": "#0072B2", "ebm": "#009E73
 def new_figure(ncols=1, width=4.2, height=3.4):
     import matplotlib
     matplotlib.use("Agg")
+    matplotlib.rcParams["pdf.fonttype"] = 42  # embed TrueType, not Type 3, fonts in the PDFs
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
                              layout="constrained")
@@ -372,6 +375,7 @@ def run_ebm(cfg, data, rngs, ctx):
     ctx["artifacts"]["ebm_energy.pt"] = lambda tmp: ebm.save_energy(energy, tmp)
     macros = {"ebmHidden": fmt(cfg.hidden), "ebmTau": fmt(cfg.tau, 1), "ebmSteps": fmt(cfg.steps),
               "ebmLR": fmt(cfg.lr, 2), "ebmBestStep": fmt(hist.best_step),
+              "ebmMval": fmt(cfg.M_val), "ebmEvalEvery": fmt(cfg.eval_every),
               "ebmATrainIS": fmt(a_train, 3), "ebmAFreshIS": fmt(a_fresh, 3), "ebmAGrid": fmt(a_grid, 3),
               "ebmTestLLTrainIS": fmt(res["test_ll_train_is"], 3), "ebmTestLLFreshIS": fmt(res["test_ll_fresh_is"], 3),
               "ebmTestLLGrid": fmt(res["test_ll_grid"], 3), "ebmESS": fmt(res["ess_train"], 0),
@@ -820,7 +824,11 @@ def main(argv=None):
     figs = {}
     for part in parts_of(cfg):
         t = time.perf_counter()
-        res, mac, fig = RUNNERS[part](cfg, data, rngs, ctx)
+        try:
+            res, mac, fig = RUNNERS[part](cfg, data, rngs, ctx)
+        except FloatingPointError as e:  # nothing has been written yet
+            print(f"VI.py: error: {e}", file=sys.stderr)
+            return 1
         results[part] = res
         macros.update(mac)
         figs.update(fig)

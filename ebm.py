@@ -141,6 +141,9 @@ def train(energy, x_train, x_prop, log_q_prop, x_val, x_vprop, log_q_vprop,
             with torch.no_grad():
                 obj = float(energy(x_train).mean() - log_partition_is(energy, x_prop, log_q_prop))
                 val = float(energy(x_val).mean() - log_partition_is(energy, x_vprop, log_q_vprop))
+            if not (math.isfinite(obj) and math.isfinite(val)):
+                raise FloatingPointError(f"EBM training diverged at step {step} (train objective "
+                                         f"{obj}, validation {val}); lower the learning rate")
             hist.steps.append(step), hist.train_objective.append(obj), hist.val_ll.append(val)
             if val > best_val:
                 best_val, hist.best_step = val, step

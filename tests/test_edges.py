@@ -1,0 +1,85 @@
+"""Numerics at the edges and faults: finite numbers or a clear error, never a silent NaN,
+and an interrupted run that leaves the previous outputs intact."""
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+import ebm
+import gmm_em
+import kde
+
+
+def test_em_at_radius_zero_and_with_one_component():
+    rng = np.random.default_rng(0)
+    w = gmm_em.uniform_weights(10)
+    x, _ = gmm_em.sample(300, gmm_em.ring_means(10, 0.0), w, rng)  # ten identical centres
+    fit = gmm_em.fit_em(x, 10, rng)
+    assert np.isfinite(fit.means).all() and np.isfinite(fit.history).all()
+    assert np.isclose(fit.weights.sum(), 1.0)
+    one = gmm_em.fit_em(x, 1, rng)  # K = 1: the MLE is the sample mean, weight 1
+    assert np.allclose(one.means[0], x.mean(0), atol=1e-12) and one.weights[0] == 1.0
+
+
+def test_kde_at_extreme_variances():
+    rng = np.random.default_rng(1)
+    train, query = rng.normal(size=(200, 2)), rng.normal(size=(50, 2)) * 5
+    tiny = kde.log_density(query, train, 1e-6)  # every kernel underflows but the nearest
+    huge = kde.log_density(query, train, 1e3)  # every kernel nearly flat
+    assert np.isfinite(tiny).all() and np.isfinite(huge).all()
+    # at sigma = 1e3 every kernel is nearly flat: log p ~= log N's constant minus the mean
+    # squared distance / (2 sigma), up to the variance of that term (< 1e-3 here)
+    sq = ((query[:, None, :] - train[None, :, :]) ** 2).sum(-1).mean(1)
+    assert np.allclose(huge, -np.log(2 * np.pi * 1e3) - sq / 2e3, atol=1e-3)
+
+
+def test_a_badly_scaled_energy_gives_finite_estimates_and_training():
+    torch.manual_seed(2)
+    energy = ebm.Energy(16, 1.0)
+    with torch.no_grad():
+        for p in energy.parameters():
+            p.mul_(100.0)  # outputs in the thousands: exp(E) overflows float32 without logs
+    means, w = gmm_em.ring_means(10, 10.0), gmm_em.uniform_weights(10)
+    rng = np.random.default_rng(2)
+    draw = lambda n: gmm_em.sample(n, means, w, rng)[0]
+    T = lambda a: torch.as_tensor(a, dtype=torch.float32)
+    prop, vprop, data = draw(1000), draw(1000), draw(200)
+    lq = lambda a: T(gmm_em.log_prob(a, means, w))
+    with torch.no_grad():
+        assert math.isfinite(float(ebm.log_partition_is(energy, T(prop), lq(prop))))
+    assert math.isfinite(ebm.log_partition_grid(energy, 20.0, 0.1))
+    hist = ebm.train(energy, T(data), T(prop), lq(prop), T(data), T(vprop), lq(vprop), steps=50,
+                     eval_every=10, log=None)
+    assert np.isfinite(hist.val_ll).all() and hist.val_ll[-1] > hist.val_ll[0]
+
+
+def test_a_diverged_training_stops_with_a_clear_error():
+    energy = ebm.Energy(4, 1.0)
+    with torch.no_grad():
+        energy.out.bias.fill_(float("nan"))
+    x = torch.zeros(10, 2)
+    with pytest.raises(FloatingPointError, match="diverged at step 0"):
+        ebm.train(energy, x, x, torch.zeros(10), x, x, torch.zeros(10), steps=5, log=None)
+
+
+def test_sigint_during_ebm_training_leaves_the_previous_outputs_intact(quick, tmp_path):
+    for f in quick.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "VI.py"), "--quick", "--seed", "7",
+                             "--steps", "100000", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:  # wait until training has started
+        if line.startswith("EBM:"):
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    after = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    assert after == before  # same files, same bytes, no temporary left behind
