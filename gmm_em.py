@@ -103,19 +103,25 @@ def em_once(x, init_means, tol, max_iter):
     return EMFit(means, weights, history, max_iter, False)
 
 
-def kmeans_pp_init(x, K, rng):
-    """k-means++ seeding: each new centre is a data point drawn with prob. ~ squared distance
-    to the nearest centre so far; spread-out starts avoid two centres in one cluster."""
+def kmeans_pp_init(x, K, rng, trials=None):
+    """Greedy k-means++ seeding (as in scikit-learn): each new centre is the best, by total
+    squared distance to the nearest centre, of `trials` data points drawn with probability
+    proportional to that squared distance. Spread-out starts matter here: with Sigma fixed at
+    I, EM cannot move a spare centre across the empty gap between two separated clusters."""
+    trials = trials or 2 + int(np.log(K))
     centres = [x[rng.integers(x.shape[0])]]
-    d2 = ((x - centres[0]) ** 2).sum(1)
+    d2 = ((x - centres[0]) ** 2).sum(1)  # (n,) squared distance to the nearest centre
     for _ in range(1, K):
-        centres.append(x[rng.choice(x.shape[0], p=d2 / d2.sum())])
-        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+        cand = x[rng.choice(x.shape[0], size=trials, p=d2 / d2.sum())]  # (trials, d)
+        new_d2 = np.minimum(d2, ((x[None, :, :] - cand[:, None, :]) ** 2).sum(-1))  # (trials, n)
+        best = int(np.argmin(new_d2.sum(1)))
+        centres.append(cand[best])
+        d2 = new_d2[best]
     return np.array(centres)
 
 
 def fit_em(x, K, rng, n_init=5, tol=1e-6, max_iter=1000):
-    """EM for (pi, mu) with Sigma_k = I; n_init k-means++ restarts, the most likely kept.
+    """EM for (pi, mu) with Sigma_k = I; n_init greedy k-means++ restarts, the most likely kept.
 
     The reported history ends with the log-likelihood of the returned parameters.
     """
