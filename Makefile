@@ -3,18 +3,24 @@ PY ?= python
 CODE := VI.py gmm_em.py kde.py ebm.py
 THEORY := $(wildcard theory/*.tex)
 
-.PHONY: all figures pdf test clean
+.PHONY: all figures seeds pdf test clean
 
 all: pdf
 
 figures: plots/results.tex
 
+seeds: plots/seeds.tex
+
 plots/results.tex: $(CODE)
 	$(PY) VI.py
 
+# The spread over 10 seeds that theory.pdf quotes (about 5 minutes).
+plots/seeds.tex: $(CODE) bench/seeds.py
+	$(PY) bench/seeds.py --seeds 10 --tex plots/seeds.tex
+
 pdf: theory/theory.pdf
 
-theory/theory.pdf: plots/results.tex $(THEORY) theory/latexmkrc
+theory/theory.pdf: plots/results.tex plots/seeds.tex $(THEORY) theory/latexmkrc
 	cd theory && latexmk theory.tex
 
 test:

@@ -59,7 +59,7 @@ class Config:
 
 
 QUICK = dict(n=200, em_restarts=2, sigma_num=15, M=1000, M_val=2000, M_fresh=20000,
-             hidden=16, steps=100, grid_step=0.2, K_max=1000)
+             hidden=16, steps=300, grid_step=0.2, K_max=1000)
 
 
 def check_config(cfg):
