@@ -752,8 +752,8 @@ def run_vi(cfg, data, rngs, ctx):
             for (key, R), x in zip(pairs, (data["test"], data["test_small"]))}
     res = dict(kl=kl, elbo=elbo_res, limit=limit, iwae=iwae)
     best = kl["reverse_best"]
-    macros = {"klPQ": fmt(kl["kl_pq"]), "klQP": fmt(kl["kl_qp"]), "fwdMu": fmt(kl["forward"]["mu"]),
-              "fwdSd": fmt(kl["forward"]["sd"]), "revMu": fmt(best["mu"]), "revSd": fmt(best["sd"]),
+    macros = {"klPQ": fmt(kl["kl_pq"]), "klQP": fmt(kl["kl_qp"]), "klGridDelta": f"{kl['grid_delta']:.0e}",
+              "fwdMu": fmt(kl["forward"]["mu"]), "fwdSd": fmt(kl["forward"]["sd"]), "revMu": fmt(best["mu"]), "revSd": fmt(best["sd"]),
               "revKL": fmt(best["kl"]), "viKmax": fmt(int(limit["K"][-1])),
               "viRingLogp": fmt(limit["ring_log_p"], 3), "viUnifLimit": fmt(limit["unif_limit"], 3),
               "viGapLimit": fmt(limit["gap_limit"], 3), "viLimitPoints": fmt(limit["points"]),
