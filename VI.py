@@ -156,10 +156,10 @@ def write_results(out, results, macros, seconds):
     atomic_write(os.path.join(out, "results.tex"), lambda tmp: open(tmp, "w").write("\n".join(lines) + "\n"))
 
 
-def load_previous(out):
-    """Results of an earlier run in out (kept for the parts not run now), or empty."""
+def load_previous(out, name="results.json"):
+    """A JSON file of an earlier run in out (kept for the parts not run now), or empty."""
     try:
-        with open(os.path.join(out, "results.json")) as f:
+        with open(os.path.join(out, name)) as f:
             return json.load(f)
     except (OSError, ValueError):
         return {}
@@ -819,7 +819,7 @@ def main(argv=None):
     data = make_data(cfg, rngs)
     results = load_previous(out)
     macros = results.pop("macros", {})
-    seconds = {}
+    seconds = load_previous(out, "timings.json")
     ctx = {"artifacts": {}, "seconds": seconds}
     figs = {}
     for part in parts_of(cfg):
