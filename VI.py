@@ -133,7 +133,7 @@ def save_figure(fig, out, name):
     fig.set_layout_engine("none")
     for ext in ("pdf", "png"):
         atomic_write(os.path.join(out, f"{name}.{ext}"),
-                     lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150))
+                     lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight"))
     plt.close(fig)
 
 
