@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import i0e, logsumexp
 
 import gmm_em
 import kde
@@ -426,7 +428,6 @@ def elbo(log_joint_xk, log_q):
 
 def log_evidence(log_joint_xk):
     """log p(x) = logsumexp_k log p(x, k), shape (n,)."""
-    from scipy.special import logsumexp
     return logsumexp(log_joint_xk, axis=-1)
 
 
@@ -444,7 +445,6 @@ def elbo_uniform_ring(x, R):
 
 def log_i0(z):
     """log I_0(z) for z >= 0 via the scaled i0e(z) = exp(-z) I_0(z); I_0 itself overflows at z ~ 713."""
-    from scipy.special import i0e
     return np.log(i0e(z)) + z
 
 
@@ -461,7 +461,6 @@ def iwae_samples(log_joint_xk, log_q, k, reps, rng):
     The sum only depends on how often each component was drawn, so the k draws are replaced by
     their counts c ~ Multinomial(k, q): the same distribution at a cost independent of k.
     """
-    from scipy.special import logsumexp
     n, K = log_joint_xk.shape
     counts = rng.multinomial(k, np.exp(log_q), size=(n, reps))  # (n, reps, K)
     with np.errstate(divide="ignore"):  # components never drawn: log 0 = -inf drops them
@@ -477,7 +476,6 @@ def normal_log_pdf(x, mu, sd):
 
 def mixture_1d_log_pdf(x, weights, means, sds):
     """log sum_k w_k N(x; m_k, s_k^2) on a 1-D array x, shape x.shape."""
-    from scipy.special import logsumexp
     parts = [np.log(w) + normal_log_pdf(x, m, s) for w, m, s in zip(weights, means, sds)]
     return logsumexp(np.stack(parts), axis=0)
 
@@ -503,7 +501,6 @@ def moment_match(weights, means, sds):
 def fit_gaussian_kl(log_p, t, step, start, reverse):
     """Gaussian (mu, sd) minimising KL(q || p) (reverse=True) or KL(p || q) on the grid t,
     from start = (mu, sd); optimised over (mu, log sd). Returns (mu, sd, KL)."""
-    from scipy.optimize import minimize
 
     def kl(theta):
         log_q = normal_log_pdf(t, theta[0], np.exp(theta[1]))
@@ -694,7 +691,6 @@ def iwae_gap_coefficient(log_post, log_q):
     """c with log p - L_k ~ c / k for large k (delta method on the log of a mean of k weights):
     c = Var_q(w) / 2 with w = p(z | x) / q(z), E_q w = 1, so c = (sum_z p(z | x)^2 / q(z) - 1) / 2.
     Shape (n,)."""
-    from scipy.special import logsumexp
     return 0.5 * np.expm1(logsumexp(2 * log_post - log_q, axis=-1))
 
 
