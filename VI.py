@@ -261,7 +261,7 @@ def fig_ebm_training(res):
     ax.axhline(res["oracle_val_ll"], c=COLORS["val"], ls=":", label="true density on validation")
     ax.axvline(res["best_step"], c=COLORS["grey"], lw=1, label=f"selected step {res['best_step']}")
     top = max(max(h["train_objective"]), res["oracle_train_ll"], res["oracle_val_ll"])
-    ax.set(ylim=(top - 1.5, top + 0.1), xlabel="Adam step", ylabel="mean log-likelihood (nats)",
+    ax.set(ylim=(top - 0.4, top + 0.05), xlabel="Adam step", ylabel="mean log-likelihood (nats)",
            title="EBM training")
     ax.legend(fontsize=8, loc="lower right")
     return fig
