@@ -12,6 +12,8 @@ import gmm_em
 
 
 def test_ring_means_are_on_the_circle_at_the_stated_angles():
+    means, weights = gmm_em.ring(10, 10.0)
+    assert np.array_equal(means, gmm_em.ring_means(10, 10.0)) and np.allclose(weights, 0.1)
     mu = gmm_em.ring_means(10, 10.0)
     assert np.allclose(np.linalg.norm(mu, axis=1), 10.0)
     assert np.allclose(mu[-1], [10.0, 0.0])  # k = K is the angle 2 pi
@@ -134,3 +136,55 @@ def test_greedy_seeding_finds_every_separated_cluster_across_datasets():
         rng = np.random.default_rng(100 + seed)
         x, _ = gmm_em.sample(1000, mu, w, rng)
         assert gmm_em.parameter_errors(gmm_em.fit_em(x, 10, rng), mu, w)["mean_dist"] < 0.3, seed
+
+
+def test_logsumexp_matches_scipy_including_infinite_entries():
+    from scipy.special import logsumexp as reference
+    rng = np.random.default_rng(10)
+    a = rng.normal(size=(30, 7)) * 300  # spreads that overflow a naive exp
+    a[3, :] = -np.inf  # a row that is all zero weight
+    a[4, 2] = -np.inf
+    for axis in (0, 1):
+        with np.errstate(divide="ignore"):
+            ours, ref = gmm_em.logsumexp(a, axis=axis), reference(a, axis=axis)
+        assert np.array_equal(np.isneginf(ours), np.isneginf(ref))
+        fin = np.isfinite(ref)
+        assert np.allclose(ours[fin], ref[fin], rtol=1e-14, atol=1e-12)
+
+
+def test_log_joint_matches_the_unexpanded_distance():
+    # the expanded ||x||^2 - 2 x.mu + ||mu||^2 against the plain difference, points far out
+    rng = np.random.default_rng(11)
+    mu, w = gmm_em.ring_means(10, 30.0), rng.dirichlet(np.ones(10))
+    x = rng.normal(size=(200, 2)) * 40
+    plain = np.log(w)[None] - np.log(2 * np.pi) - 0.5 * ((x[:, None] - mu[None]) ** 2).sum(-1)
+    assert np.abs(gmm_em.log_joint(x, mu, w) - plain).max() < 1e-10
+
+
+def test_the_reference_maximum_is_a_stationary_point_at_least_as_likely_as_em():
+    rng = np.random.default_rng(12)
+    x, _ = gmm_em.sample(400, *gmm_em.ring(10, 2.0), rng)  # overlapping, so EM stops short
+    fit = gmm_em.fit_em(x, 10, rng, n_init=2, tol=1e-6)
+    means, weights, ll = gmm_em.maximise_likelihood(x, fit.means, fit.weights)
+    assert ll >= fit.history[-1] - 1e-12 and np.isclose(weights.sum(), 1.0)
+    # the gradient there is zero (central differences, float64) ...
+    _, d_means, _ = gmm_em.mean_log_likelihood_and_grad(x, means, np.log(weights))
+    assert np.abs(d_means).max() < 1e-7
+    # ... and EM run on from the same start for far longer reaches the same log-likelihood
+    long = gmm_em.em_once(x, fit.means, 1e-11, 50_000, fit.weights)
+    assert ll - fit.history[-1] > 1e-6 and abs(long.history[-1] - ll) < 1e-8
+
+
+def test_likelihood_gradient_matches_central_differences():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(50, 2)) * 2
+    means, logits = rng.normal(size=(4, 2)), rng.normal(size=4)
+    _, d_means, d_logits = gmm_em.mean_log_likelihood_and_grad(x, means, logits)
+    f = lambda m, l: gmm_em.mean_log_likelihood_and_grad(x, m, l)[0]
+    eps = 1e-6
+    for k in range(4):
+        e = np.zeros(4); e[k] = eps
+        assert np.isclose(d_logits[k], (f(means, logits + e) - f(means, logits - e)) / (2 * eps), atol=1e-8)
+        for j in range(2):
+            m = np.zeros((4, 2)); m[k, j] = eps
+            assert np.isclose(d_means[k, j], (f(means + m, logits) - f(means - m, logits)) / (2 * eps), atol=1e-8)
