@@ -39,33 +39,36 @@ def test_kde_at_extreme_variances():
     assert np.allclose(huge, -np.log(2 * np.pi * 1e3) - sq / 2e3, atol=1e-3)
 
 
+def ring_problem(seed, n_train=200, M=1000):
+    """A training set, a proposal sample and a held-out one from the ring, in float32."""
+    means, w = gmm_em.ring(10, 10.0)
+    rng = np.random.default_rng(seed)
+    draw = lambda n: torch.as_tensor(gmm_em.sample(n, means, w, rng)[0], dtype=torch.float32)
+    sample = lambda x: ebm.Sample(x, torch.as_tensor(gmm_em.log_prob(x.double().numpy(), means, w),
+                                                     dtype=torch.float32))
+    return draw(n_train), sample(draw(M)), sample(draw(M))
+
+
 def test_a_badly_scaled_energy_gives_finite_estimates_and_training():
-    torch.manual_seed(2)
-    energy = ebm.Energy(16, 1.0)
+    energy = ebm.Energy(16, 1.0, torch.Generator().manual_seed(2))
     with torch.no_grad():
         for p in energy.parameters():
             p.mul_(100.0)  # outputs in the thousands: exp(E) overflows float32 without logs
-    means, w = gmm_em.ring_means(10, 10.0), gmm_em.uniform_weights(10)
-    rng = np.random.default_rng(2)
-    draw = lambda n: gmm_em.sample(n, means, w, rng)[0]
-    T = lambda a: torch.as_tensor(a, dtype=torch.float32)
-    prop, vprop, data = draw(1000), draw(1000), draw(200)
-    lq = lambda a: T(gmm_em.log_prob(a, means, w))
+    data, prop, vprop = ring_problem(2)
     with torch.no_grad():
-        assert math.isfinite(float(ebm.log_partition_is(energy, T(prop), lq(prop))))
+        assert math.isfinite(float(ebm.log_partition_is(energy, prop)))
     assert math.isfinite(ebm.log_partition_grid(energy, 20.0, 0.1))
-    hist = ebm.train(energy, T(data), T(prop), lq(prop), T(data), T(vprop), lq(vprop), steps=50,
-                     eval_every=10, log=None)
-    assert np.isfinite(hist.val_ll).all() and hist.val_ll[-1] > hist.val_ll[0]
+    run = ebm.train(ebm.Run(energy), ebm.is_objective(data, prop), ebm.is_score(data, vprop), 50, eval_every=10)
+    assert np.isfinite(run.val_ll).all() and run.val_ll[-1] > run.val_ll[0]
 
 
 def test_a_diverged_training_stops_with_a_clear_error():
-    energy = ebm.Energy(4, 1.0)
+    energy = ebm.Energy(4, 1.0, torch.Generator().manual_seed(3))
     with torch.no_grad():
         energy.out.bias.fill_(float("nan"))
-    x = torch.zeros(10, 2)
-    with pytest.raises(FloatingPointError, match="diverged at step 0"):
-        ebm.train(energy, x, x, torch.zeros(10), x, x, torch.zeros(10), steps=5, log=None)
+    data, prop, vprop = ring_problem(3, n_train=10, M=10)
+    with pytest.raises(FloatingPointError, match="diverged at iteration 0"):
+        ebm.train(ebm.Run(energy), ebm.is_objective(data, prop), ebm.is_score(data, vprop), 5)
 
 
 def test_sigint_during_ebm_training_leaves_the_previous_outputs_intact(quick, tmp_path):
@@ -73,7 +76,7 @@ def test_sigint_during_ebm_training_leaves_the_previous_outputs_intact(quick, tm
         (tmp_path / f.name).write_bytes(f.read_bytes())
     before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
     proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "VI.py"), "--quick", "--seed", "7",
-                             "--steps", "100000", "--out", str(tmp_path)],
+                             "--ebm-rungs", "5,100000", "--ebm-patience", "100000", "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     for line in proc.stdout:  # wait until training has started
         if line.startswith("EBM:"):
