@@ -1,67 +1,119 @@
 """Driver of the whole homework, and the variational bounds of Section 2.
 
-    python VI.py                  # every part, figures and numbers into plots/
+    python VI.py                  # every part: numbers, figures and LaTeX macros into plots/
     python VI.py --quick          # small settings, a smoke run in seconds
-    python VI.py --parts gmm,kde  # only some parts (others keep their earlier results)
+    python VI.py --no-figures     # numbers only
+    python VI.py --parts kde,ebm  # only some parts (the others keep their earlier results)
 
-Section 1 (gmm_em.py, kde.py, ebm.py): the ring mixture and EM at R = 10 and R = 1, the
-validation-tuned KDE, and the shallow-network EBM trained with an importance-sampled gradient.
-Section 2 (this file): the evidence lower bound L(q, theta) = E_q log(p(x, z | theta) / q(z))
-of the same mixture, log p(x | theta) = L(q, theta) + KL(q || p(z | x, theta)).
+Section 1 (gmm_em.py, kde.py, ebm.py): the ring mixture and EM at two radii, the
+validation-tuned KDE, and the shallow-network EBM trained with an importance-sampled gradient,
+its confinement and width chosen on validation data. Section 2 (this file): the evidence lower
+bound L(q, theta) = E_q log(p(x, z | theta) / q(z)) of the same mixture,
+log p(x | theta) = L(q, theta) + KL(q || p(z | x, theta)).
 
-Every number goes to results.json and, formatted for print, to results.tex as one LaTeX macro
-each; every figure goes out as PDF (for theory.pdf) and PNG. Files are replaced atomically at
-the end of the run, so an interrupted run leaves the previous outputs intact.
+main() reads as the homework: data, EM, KDE, EBM, variational bounds, then figures, then the
+outputs. Each part's runner returns its numbers and touches nothing else; figures are drawn from
+those numbers; every file is written in one place at the end, under a temporary name first, so
+an interrupted run leaves the previous outputs intact.
 """
-import argparse
-import json
 import os
-import sys
-import tempfile
-import time
-from dataclasses import asdict, dataclass, fields
 
-import numpy as np
-from scipy.optimize import minimize
-from scipy.special import i0e, logsumexp
+# numpy's OpenBLAS keeps its worker threads spinning after each call, and on two cores they
+# take the second core from torch: one BLAS thread makes this run's EBM training 4x faster.
+# The setting only takes effect if made before numpy is loaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import gmm_em
-import kde
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from dataclasses import asdict, dataclass, fields, replace  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.optimize import minimize  # noqa: E402
+from scipy.special import i0e  # noqa: E402
+
+import ebm  # noqa: E402
+import gmm_em  # noqa: E402
+import kde  # noqa: E402
 
 PARTS = ("gmm", "kde", "ebm", "vi")
-STREAMS = ("train", "val", "test", "train_small", "test_small", "proposal", "val_proposal",
-           "fresh_proposal", "em", "em_small", "torch_init", "vi")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
+    # data (problem 1.1)
     n: int = 1000  # points in each of the train / validation / test splits
     K: int = 10  # mixture components
     R: float = 10.0  # ring radius of the main experiment
     R_small: float = 1.0  # the overlapping contrast of problem 1.2
+    # EM (1.2)
     em_restarts: int = 5
     em_tol: float = 1e-6  # stop when the mean log-likelihood moves less than this
     em_max_iter: int = 1000
-    sigma_min: float = 1e-2  # KDE variance grid (log spaced)
+    # KDE (1.3): the variance sigma is searched on a log grid, then refined
+    sigma_min: float = 1e-2
     sigma_max: float = 1e1
     sigma_num: int = 61
+    # EBM (1.4-1.7)
     M: int = 5000  # training proposal sample, drawn once (problem 1.6)
     M_val: int = 20000  # held-out proposal sample that scores the validation set
-    M_fresh: int = 1_000_000  # independent proposal sample for the honest A estimate
-    hidden: int = 32  # hidden units of the energy network
-    tau: float = 1.0  # confinement -||x||^2 / (2 tau^2) of the energy
-    steps: int = 3000  # Adam steps, full batch
-    lr: float = 2e-2
-    eval_every: int = 50
-    grid_half_width: float = 20.0  # quadrature box [-h, h]^2 for A
-    grid_step: float = 0.05
+    M_fresh: int = 250_000  # independent proposal sample for the honest A estimate
+    ebm_taus: tuple = (0.5, 1.0, 2.0, 4.0, 8.0)  # confinement scales searched
+    ebm_widths: tuple = (16, 32, 64)  # hidden units searched
+    ebm_rungs: tuple = (50, 150, 500)  # L-BFGS iterations of each successive-halving round
+    ebm_keep: int = 3  # after each round but the last, the best 1/ebm_keep go on
+    ebm_memory: int = 20  # L-BFGS history length
+    eval_every: int = 10  # iterations between validation scores
+    ebm_patience: int = 100  # stop a model whose validation score has not improved for this long
+    ebm_checkpoints: tuple = (0, 10, 50, 150)  # iterations where the IS gradient is measured
+    grad_samples: int = 20  # fresh proposal samples of size M at each checkpoint
+    grid_half_width: float = 20.0  # quadrature box [-h, h]^2 for A and grad A
+    grid_step: float = 0.1
+    mala_chains: int = 2000
+    mala_adapt: int = 100  # steps that tune the step size, then frozen
+    mala_steps: int = 200
+    # variational bounds (Section 2)
+    kl_p_weights: tuple = (0.5, 0.3, 0.2)  # the trimodal p of 2.2
+    kl_p_means: tuple = (-6.0, 0.0, 6.0)
+    kl_p_sds: tuple = (1.0, 0.7, 0.8)
+    kl_q: tuple = (-6.0, 0.6)  # (mean, sd) of the narrow q on p's heaviest mode
+    kl_grid: tuple = (-30.0, 30.0, 0.01)  # quadrature box and step, wide enough for every fit
+    kl_starts: tuple = (-9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0)  # reverse-KL starts (mean; sd = 1)
     K_max: int = 10000  # largest K of problem 2.4
+    limit_num_K: int = 30  # log-spaced K of 2.4 (before rounding to unique integers)
+    limit_points: int = 250  # the first test points used by the K sweep (cost ~ points * sum K)
+    iwae_k_max: int = 1024  # largest number of importance samples k (k = 1, 2, 4, ...)
+    iwae_points: int = 100  # the first test points of each radius
+    iwae_reps: int = 400  # Monte Carlo replicates of the bound per point and k
     parts: str = ",".join(PARTS)
 
 
 QUICK = dict(n=200, em_restarts=2, sigma_num=15, M=1000, M_val=2000, M_fresh=20000,
-             hidden=16, steps=300, grid_step=0.2, K_max=1000)
+             ebm_taus=(1.0, 4.0), ebm_widths=(8, 16), ebm_rungs=(10, 40), ebm_checkpoints=(0, 10),
+             grad_samples=4, grid_step=0.25, mala_chains=200, mala_adapt=40, mala_steps=40,
+             kl_grid=(-30.0, 30.0, 0.02), K_max=1000, limit_points=60, iwae_k_max=64,
+             iwae_points=30, iwae_reps=100)
+
+# The settings each part's numbers depend on. A part kept from an earlier run (--parts runs
+# only some) must have been computed with the same values, or the merge is refused.
+DATA = ("seed", "n", "K", "R", "R_small")
+KDE_SETTINGS = DATA + ("sigma_min", "sigma_max", "sigma_num")
+SETTINGS = {
+    "gmm": DATA + ("em_restarts", "em_tol", "em_max_iter"),
+    "kde": KDE_SETTINGS,
+    "ebm": KDE_SETTINGS + ("M", "M_val", "M_fresh", "ebm_taus", "ebm_widths", "ebm_rungs",
+                           "ebm_keep", "ebm_memory", "eval_every", "ebm_patience", "ebm_checkpoints", "grad_samples",
+                           "grid_half_width", "grid_step", "mala_chains", "mala_adapt", "mala_steps"),
+    "vi": DATA + ("kl_p_weights", "kl_p_means", "kl_p_sds", "kl_q", "kl_grid", "kl_starts", "K_max",
+                  "limit_num_K", "limit_points", "iwae_k_max", "iwae_points", "iwae_reps"),
+}
 
 
 def check_config(cfg):
@@ -73,11 +125,26 @@ def check_config(cfg):
              (cfg.M > 0 and cfg.M_val > 0 and cfg.M_fresh > 0, "M, M_val, M_fresh must be positive"),
              (cfg.sigma_num > 0, f"the sigma grid is empty (sigma_num={cfg.sigma_num})"),
              (0 < cfg.sigma_min <= cfg.sigma_max, "the sigma grid must satisfy 0 < sigma_min <= sigma_max"),
-             (cfg.em_restarts >= 1 and cfg.em_max_iter >= 1 and cfg.em_tol > 0, "EM needs restarts >= 1, max_iter >= 1, tol > 0"),
-             (cfg.hidden >= 1 and cfg.steps >= 0 and cfg.lr > 0 and cfg.eval_every >= 1, "EBM needs hidden >= 1, steps >= 0, lr > 0, eval_every >= 1"),
-             (cfg.tau > 0, f"tau must be positive (got {cfg.tau})"),
-             (cfg.grid_half_width > 0 and 0 < cfg.grid_step < cfg.grid_half_width, "the quadrature grid needs 0 < grid_step < grid_half_width"),
-             (cfg.K_max >= 2, f"K_max must be at least 2 (got {cfg.K_max})")]
+             (cfg.em_restarts >= 1 and cfg.em_max_iter >= 1 and cfg.em_tol > 0,
+              "EM needs restarts >= 1, max_iter >= 1, tol > 0"),
+             (len(cfg.ebm_taus) > 0 and min(cfg.ebm_taus) > 0, "ebm_taus must be positive confinement scales"),
+             (len(cfg.ebm_widths) > 0 and min(cfg.ebm_widths) >= 1, "ebm_widths must be positive integers"),
+             (len(cfg.ebm_rungs) > 0 and list(cfg.ebm_rungs) == sorted(set(cfg.ebm_rungs)) and cfg.ebm_rungs[0] >= 1,
+              "ebm_rungs must be increasing positive iteration counts"),
+             (cfg.ebm_keep >= 1 and cfg.ebm_memory >= 1 and cfg.eval_every >= 1 and cfg.ebm_patience >= 1,
+              "ebm_keep, ebm_memory, eval_every and ebm_patience must be at least 1"),
+             (min(cfg.ebm_checkpoints, default=0) >= 0 and max(cfg.ebm_checkpoints, default=0) < cfg.ebm_rungs[-1],
+              "ebm_checkpoints must lie before the last rung"),
+             (cfg.grad_samples >= 2, "grad_samples must be at least 2 (a spread needs two samples)"),
+             (cfg.grid_half_width > 0 and 0 < cfg.grid_step < cfg.grid_half_width,
+              "the quadrature grid needs 0 < grid_step < grid_half_width"),
+             (cfg.mala_chains >= 2 and cfg.mala_adapt >= 0 and cfg.mala_steps >= 1, "MALA needs chains >= 2 and steps >= 1"),
+             (len(cfg.kl_p_weights) == len(cfg.kl_p_means) == len(cfg.kl_p_sds) > 0
+              and min(cfg.kl_p_sds) > 0 and min(cfg.kl_p_weights) > 0, "the p of 2.2 needs matching positive weights, means, sds"),
+             (len(cfg.kl_q) == 2 and cfg.kl_q[1] > 0, "kl_q is (mean, sd) with sd > 0"),
+             (len(cfg.kl_grid) == 3 and cfg.kl_grid[0] < cfg.kl_grid[1] and cfg.kl_grid[2] > 0, "kl_grid is (lo, hi, step)"),
+             (cfg.K_max >= 2 and cfg.limit_num_K >= 1 and cfg.limit_points >= 1, f"K_max must be at least 2 (got {cfg.K_max})"),
+             (cfg.iwae_k_max >= 1 and cfg.iwae_points >= 1 and cfg.iwae_reps >= 2, "IWAE needs k_max, points >= 1, reps >= 2")]
     for ok, reason in rules:
         if not ok:
             raise ValueError(reason)
@@ -90,305 +157,244 @@ def parts_of(cfg):
     return [p.strip() for p in cfg.parts.split(",") if p.strip()]
 
 
-# ---------------------------------------------------------------------------------------------
-# Data: one seed, one independent stream per use, so running a subset of the parts or changing
-# one size never changes the other draws.
-# ---------------------------------------------------------------------------------------------
-
-def make_rngs(seed):
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: np.random.default_rng(s) for name, s in zip(STREAMS, children)}
-
-
-def make_data(cfg, rngs):
-    big = gmm_em.ring_means(cfg.K, cfg.R), gmm_em.uniform_weights(cfg.K)
-    small = gmm_em.ring_means(cfg.K, cfg.R_small), gmm_em.uniform_weights(cfg.K)
-    draw = lambda params, size, stream: gmm_em.sample(size, *params, rngs[stream])[0]
-    data = {name: draw(big, cfg.n, name) for name in ("train", "val", "test")}
-    data.update(train_small=draw(small, cfg.n, "train_small"),
-                test_small=draw(small, cfg.n, "test_small"),
-                proposal=draw(big, cfg.M, "proposal"),
-                val_proposal=draw(big, cfg.M_val, "val_proposal"))
-    return data
+def settings_of(cfg, part):
+    """The values of the settings a part depends on, as results.json stores them."""
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in SETTINGS[part]}))
 
 
 # ---------------------------------------------------------------------------------------------
-# Output: figures, results.json and results.tex, all written to a temporary name first.
+# Randomness and data. Each use draws from its own stream, keyed by name: adding a stream,
+# running some of the parts or changing one size never changes another stream's draws.
 # ---------------------------------------------------------------------------------------------
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename over path: readers see the old file or the new one."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=os.path.splitext(name)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def stream(seed, name):
+    """The numpy Generator of the stream called name: the seed's SeedSequence with a spawn key
+    made from the name (as SeedSequence.spawn makes one from an index)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
 
 
-def save_figure(fig, out, name):
-    import matplotlib.pyplot as plt
-    fig.canvas.draw()  # lay out once (constrained layout), then freeze it for both formats
-    fig.set_layout_engine("none")
-    for ext in ("pdf", "png"):
-        atomic_write(os.path.join(out, f"{name}.{ext}"),
-                     lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight"))
-    plt.close(fig)
+def torch_generator(seed, name):
+    return torch.Generator().manual_seed(int(stream(seed, name).integers(2**62)))
 
 
-def fmt(x, digits=2):
-    """A number as LaTeX prints it: fixed decimals, siunitx-friendly."""
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    return f"{x:.{digits}f}"
+def make_data(cfg):
+    big, small = gmm_em.ring(cfg.K, cfg.R), gmm_em.ring(cfg.K, cfg.R_small)
+    draw = lambda mixture, size, name: gmm_em.sample(size, *mixture, stream(cfg.seed, name))[0]
+    return dict(train=draw(big, cfg.n, "train"), val=draw(big, cfg.n, "val"), test=draw(big, cfg.n, "test"),
+                train_small=draw(small, cfg.n, "train_small"), test_small=draw(small, cfg.n, "test_small"),
+                proposal=draw(big, cfg.M, "proposal"), val_proposal=draw(big, cfg.M_val, "val_proposal"))
 
 
-def write_results(out, results, macros, seconds):
-    """results.json (deterministic for a seed), timings.json, and results.tex: the macros
-    plus the measured times, which vary from run to run and so stay out of results.json."""
-    dump = lambda obj: lambda tmp: open(tmp, "w").write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    atomic_write(os.path.join(out, "results.json"), dump(results))
-    atomic_write(os.path.join(out, "timings.json"), dump(seconds))
-    timing = {"ebmTrainTime": fmt(seconds["ebm_training"], 1)} if "ebm_training" in seconds else {}
-    lines = ["% Generated by python VI.py; do not edit. One macro per number in theory.pdf."]
-    lines += [f"\\newcommand{{\\{k}}}{{{v}}}" for k, v in sorted({**macros, **timing}.items())]
-    atomic_write(os.path.join(out, "results.tex"), lambda tmp: open(tmp, "w").write("\n".join(lines) + "\n"))
+def mean_se(values):
+    """Mean of per-point values and its standard error over the points."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
 
 
-def load_previous(out, name="results.json"):
-    """A JSON file of an earlier run in out (kept for the parts not run now), or empty."""
-    try:
-        with open(os.path.join(out, name)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+# =============================== Section 1: generative models ================================
+
+def run_em(x_train, x_test, R, cfg, rng):
+    """Problem 1.2 at radius R: EM for (pi, mu) with Sigma = I, its errors against the truth
+    and its log-likelihoods; and what the stopping rule left, measured against the maximum
+    that L-BFGS reaches from EM's endpoint (the gain in log-likelihood, the move of the means)."""
+    means, weights = gmm_em.ring(cfg.K, R)
+    fit = gmm_em.fit_em(x_train, cfg.K, rng, cfg.em_restarts, cfg.em_tol, cfg.em_max_iter)
+    ref_means, _, ref_ll = gmm_em.maximise_likelihood(x_train, fit.means, fit.weights)
+    return dict(R=R, tol=cfg.em_tol, **gmm_em.parameter_errors(fit, means, weights), iterations=fit.n_iter,
+                converged=fit.converged, restart=fit.restart,
+                train_ll=float(gmm_em.log_prob(x_train, fit.means, fit.weights).mean()),
+                train_ll_true=float(gmm_em.log_prob(x_train, means, weights).mean()),
+                test_ll=float(gmm_em.log_prob(x_test, fit.means, fit.weights).mean()),
+                test_ll_true=float(gmm_em.log_prob(x_test, means, weights).mean()),
+                neighbour_spacing=float(2 * R * np.sin(np.pi / cfg.K)) if cfg.K > 1 else 0.0,
+                means=fit.means.tolist(), weights=fit.weights.tolist(), history=fit.history,
+                ll_left=float(ref_ll - fit.history[-1]),
+                means_left=float(np.linalg.norm(ref_means - fit.means, axis=1).max()))
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures (Okabe-Ito colours, safe for colour-blind readers; viridis for densities)
-# ---------------------------------------------------------------------------------------------
-
-COLORS = {"true": "#000000", "fit": "#D55E00", "kde": "#0072B2", "ebm": "#009E73",
-          "val": "#0072B2", "test": "#E69F00", "other": "#CC79A7", "grey": "#999999"}
-
-
-def new_figure(ncols=1, width=4.2, height=3.4):
-    import matplotlib
-    matplotlib.use("Agg")
-    matplotlib.rcParams["pdf.fonttype"] = 42  # embed TrueType, not Type 3, fonts in the PDFs
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
-                             layout="constrained")
-    return fig, axes[0]
-
-
-def density_grid(half_width, num=200):
-    axis = np.linspace(-half_width, half_width, num)
-    gx, gy = np.meshgrid(axis, axis)
-    return gx, gy, np.stack([gx.ravel(), gy.ravel()], 1)
-
-
-def show_log_density(ax, gx, gy, log_p, title, vmin):
-    im = ax.pcolormesh(gx, gy, np.maximum(log_p, vmin).reshape(gx.shape), cmap="viridis",
-                       vmin=vmin, shading="auto", rasterized=True)
-    ax.set(title=title, xlabel="$x_1$", aspect="equal")
-    return im
-
-
-def fig_gmm_data(cfg, data, res):
-    fig, axes = new_figure(2, width=4.0, height=4.0)
-    for ax, (key, r), x in zip(axes, res.items(), (data["train"], data["train_small"])):
-        true = gmm_em.ring_means(cfg.K, r["R"])
-        ax.scatter(*x.T, s=4, c=COLORS["grey"], alpha=0.5, label=f"data (n = {cfg.n})")
-        ax.scatter(*true.T, s=60, marker="x", c=COLORS["true"], label="true $\\mu_k$")
-        ax.scatter(*np.array(r["means"]).T, s=60, marker="+", c=COLORS["fit"], label="EM $\\hat\\mu_k$")
-        ax.set(title=f"R = {r['R']:g}: mean error {r['mean_dist']:.2f}, max {r['max_dist']:.2f}",
-               xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
-    axes[0].legend(loc="center", fontsize=8)
-    return fig
-
-
-def fig_em_history(res):
-    fig, axes = new_figure(2)
-    for ax, r in zip(axes, res.values()):
-        h = np.array(r["history"])
-        ax.semilogy(np.arange(1, h.size), h[-1] - h[:-1] + 1e-16, c=COLORS["fit"])
-        ax.set(title=f"R = {r['R']:g}: {r['iterations']} iterations",
-               xlabel="EM iteration t", ylabel="final LL $-$ LL$_t$ (nats per point)")
-    fig.suptitle("EM convergence of the best restart (mean log-likelihood)", fontsize=10)
-    return fig
-
-
-def fig_kde_sigma(res):
-    fig, (ax,) = new_figure(1, width=5.0)
-    grid = np.array(res["grid"])
-    ax.semilogx(grid, res["val_curve"], c=COLORS["val"], label="validation")
-    ax.semilogx(grid, res["test_curve"], c=COLORS["test"], ls="--", label="test")
-    ax.axvline(res["sigma"], c=COLORS["grey"], lw=1)
-    ax.plot(res["sigma"], res["val_ll"], "o", c=COLORS["val"],
-            label=f"chosen $\\sigma$ = {res['sigma']:.3f}")
-    ax.axvline(res["scott_sigma"], c=COLORS["other"], ls=":", label=f"Scott/Silverman $\\sigma$ = {res['scott_sigma']:.2f}")
-    lo = min(res["val_ll"], res["test_ll"]) - 3.0
-    ax.set(ylim=(lo, max(res["val_ll"], res["test_ll"]) + 0.3), xlabel="$\\sigma$ (kernel variance)",
-           ylabel="mean log-likelihood (nats)", title="KDE: choosing the kernel variance")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def fig_kde_density(cfg, data, sigma):
-    half = cfg.R + 4
-    gx, gy, pts = density_grid(half)
-    true = gmm_em.log_prob(pts, gmm_em.ring_means(cfg.K, cfg.R), gmm_em.uniform_weights(cfg.K))
-    fit = kde.log_density(pts, data["train"], sigma)
-    vmin = true.max() - 12
-    fig, axes = new_figure(2, width=4.0, height=3.8)
-    show_log_density(axes[0], gx, gy, true, "true log-density", vmin)
-    im = show_log_density(axes[1], gx, gy, fit, f"KDE, $\\sigma$ = {sigma:.3f}", vmin)
-    axes[0].set_ylabel("$x_2$")
-    fig.colorbar(im, ax=list(axes), label="log p(x)", shrink=0.8)
-    return fig
-
-
-def fig_ebm_training(res):
-    h = res["history"]
-    fig, (ax,) = new_figure(1, width=5.5)
-    ax.plot(h["steps"], h["train_objective"], c=COLORS["fit"], label="train objective (training IS sample)")
-    ax.plot(h["steps"], h["val_ll"], c=COLORS["val"], label="validation LL (held-out IS sample)")
-    ax.axhline(res["oracle_train_ll"], c=COLORS["fit"], ls=":", label="true density on train")
-    ax.axhline(res["oracle_val_ll"], c=COLORS["val"], ls=":", label="true density on validation")
-    ax.axvline(res["best_step"], c=COLORS["grey"], lw=1, label=f"selected step {res['best_step']}")
-    top = max(max(h["train_objective"]), res["oracle_train_ll"], res["oracle_val_ll"])
-    ax.set(ylim=(top - 0.4, top + 0.05), xlabel="Adam step", ylabel="mean log-likelihood (nats)",
-           title="EBM training")
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
-
-
-def fig_ebm_density(cfg, data, sigma, energy, A):
-    import torch
-    half = cfg.R + 4
-    gx, gy, pts = density_grid(half)
-    true = gmm_em.log_prob(pts, gmm_em.ring_means(cfg.K, cfg.R), gmm_em.uniform_weights(cfg.K))
-    fit = kde.log_density(pts, data["train"], sigma)
-    with torch.no_grad():
-        e = energy(torch.as_tensor(pts, dtype=torch.float32)).double().numpy()
-    vmin = true.max() - 12
-    fig, axes = new_figure(3, width=3.6, height=3.6)
-    show_log_density(axes[0], gx, gy, true, "true mixture", vmin)
-    show_log_density(axes[1], gx, gy, fit, "KDE", vmin)
-    im = show_log_density(axes[2], gx, gy, e - A, "EBM (A by quadrature)", vmin)
-    axes[0].set_ylabel("$x_2$")
-    fig.colorbar(im, ax=list(axes), label="log p(x)", shrink=0.8)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Parts. Each returns (results dict, macros dict, {figure name: Figure}).
-# ---------------------------------------------------------------------------------------------
-
-def run_gmm(cfg, data, rngs, ctx):
-    res, macros, figs = {}, {}, {}
-    for tag, R, train, test, stream in (("Ten", cfg.R, data["train"], data["test"], "em"),
-                                        ("One", cfg.R_small, data["train_small"], data["test_small"], "em_small")):
-        means, weights = gmm_em.ring_means(cfg.K, R), gmm_em.uniform_weights(cfg.K)
-        fit = gmm_em.fit_em(train, cfg.K, rngs[stream], cfg.em_restarts, cfg.em_tol, cfg.em_max_iter)
-        r = dict(R=R, **gmm_em.parameter_errors(fit, means, weights), iterations=fit.n_iter,
-                 converged=fit.converged, restart=fit.restart,
-                 train_ll=float(gmm_em.log_prob(train, fit.means, fit.weights).mean()),
-                 train_ll_true=float(gmm_em.log_prob(train, means, weights).mean()),
-                 test_ll=float(gmm_em.log_prob(test, fit.means, fit.weights).mean()),
-                 test_ll_true=float(gmm_em.log_prob(test, means, weights).mean()),
-                 neighbour_spacing=float(2 * R * np.sin(np.pi / cfg.K)) if cfg.K > 1 else 0.0,
-                 means=fit.means.tolist(), weights=fit.weights.tolist(), history=fit.history)
-        res[f"R{R:g}"] = r
-        ctx[f"em_fit_{tag}"] = fit
-        macros.update({f"em{tag}MeanDist": fmt(r["mean_dist"]), f"em{tag}MaxDist": fmt(r["max_dist"]),
-                       f"em{tag}MaxPiErr": fmt(r["max_pi_err"], 3), f"em{tag}Iters": fmt(fit.n_iter),
-                       f"em{tag}TrainLL": fmt(r["train_ll"], 3), f"em{tag}TrainLLTrue": fmt(r["train_ll_true"], 3),
-                       f"em{tag}TestLL": fmt(r["test_ll"], 3), f"em{tag}TestLLTrue": fmt(r["test_ll_true"], 3),
-                       f"ringSpacing{tag}": fmt(r["neighbour_spacing"])})
-    figs["gmm_data"] = fig_gmm_data(cfg, data, res)
-    figs["em_history"] = fig_em_history(res)
-    return res, macros, figs
-
-
-def run_kde(cfg, data, rngs, ctx):
-    grid = np.logspace(np.log10(cfg.sigma_min), np.log10(cfg.sigma_max), cfg.sigma_num)
-    sigma, val_ll, val_curve = kde.tune_sigma(data["train"], data["val"], grid)
-    test_curve = kde.log_likelihood_curve(data["test"], data["train"], grid)
-    rules = {rule: kde.rule_of_thumb_sigma(data["train"], rule) for rule in ("scott", "silverman")}
-    res = dict(sigma=sigma, bandwidth=float(np.sqrt(sigma)), val_ll=val_ll,
-               test_ll=kde.mean_log_likelihood(data["test"], data["train"], sigma),
-               grid=grid.tolist(), val_curve=val_curve.tolist(), test_curve=test_curve.tolist(),
+def run_kde(x_train, x_val, x_test, cfg):
+    """Problem 1.3: sigma (a variance) by validation log-likelihood, then the test score."""
+    grid = kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num)
+    sigma, val_ll, val_curve = kde.tune_sigma(x_train, x_val, grid)
+    test_ll, test_se = mean_se(kde.log_density(x_test, x_train, sigma))
+    res = dict(sigma=sigma, bandwidth=float(np.sqrt(sigma)), val_ll=val_ll, test_ll=test_ll, test_ll_se=test_se,
+               grid=grid.tolist(), val_curve=val_curve.tolist(),
+               test_curve=kde.log_likelihood_curve(x_test, x_train, grid).tolist(),
                interior=bool(grid[0] < sigma < grid[-1]))
-    for rule, s in rules.items():
-        res[f"{rule}_sigma"] = s
-        res[f"{rule}_test_ll"] = kde.mean_log_likelihood(data["test"], data["train"], s)
-    ctx["kde_sigma"] = sigma
-    macros = {"kdeSigma": fmt(sigma, 3), "kdeBandwidth": fmt(res["bandwidth"], 3), "kdeValLL": fmt(val_ll, 3),
-              "kdeTestLL": fmt(res["test_ll"], 3), "kdeScottSigma": fmt(rules["scott"]),
-              "kdeScottTestLL": fmt(res["scott_test_ll"], 3), "kdeGridMin": fmt(cfg.sigma_min, 2),
-              "kdeGridMax": fmt(cfg.sigma_max, 0), "kdeGridNum": fmt(cfg.sigma_num)}
-    figs = {"kde_sigma": fig_kde_sigma(res), "kde_density": fig_kde_density(cfg, data, sigma)}
-    return res, macros, figs
+    for rule in ("scott", "silverman"):
+        s = kde.rule_of_thumb_sigma(x_train, rule)
+        res[f"{rule}_sigma"], res[f"{rule}_test_ll"] = s, kde.mean_log_likelihood(x_test, x_train, s)
+    return res
 
 
-def run_ebm(cfg, data, rngs, ctx):
-    import torch
-    import ebm
-    torch.manual_seed(int(rngs["torch_init"].integers(2**63)))
-    means, weights = gmm_em.ring_means(cfg.K, cfg.R), gmm_em.uniform_weights(cfg.K)
-    T = lambda a: torch.as_tensor(a, dtype=torch.float32)
-    log_q = lambda x: gmm_em.log_prob(x, means, weights)
-    energy = ebm.Energy(cfg.hidden, cfg.tau)
-    print(f"EBM: {cfg.hidden} hidden units, {cfg.steps} Adam steps, M = {cfg.M} proposal points")
-    hist = ebm.train(energy, T(data["train"]), T(data["proposal"]), T(log_q(data["proposal"])),
-                     T(data["val"]), T(data["val_proposal"]), T(log_q(data["val_proposal"])),
-                     steps=cfg.steps, lr=cfg.lr, eval_every=cfg.eval_every)
-    rng = rngs["fresh_proposal"]
+# ---- problems 1.4-1.7: the EBM ---------------------------------------------------------------
 
-    def draw(m):
-        x = gmm_em.sample(m, means, weights, rng)[0]
-        return T(x), T(log_q(x))
+def candidate_name(tau, hidden):
+    return f"tau={tau:g},H={hidden}"
 
+
+def select_energy(cfg, objective, score):
+    """(tau, H) by validation log-likelihood over the grid ebm_taus x ebm_widths, by successive
+    halving: every candidate gets ebm_rungs[0] L-BFGS iterations, the best 1/ebm_keep go on to
+    ebm_rungs[1], and so on; the last round is the full length. A candidate is scored by its
+    best validation log-likelihood so far. Every width starts from one initialisation (its own
+    named stream), so candidates that differ only in tau start alike. Returns the runs by name
+    and the name of the chosen one."""
+    runs = {candidate_name(tau, h): ebm.Run(ebm.Energy(h, tau, torch_generator(cfg.seed, f"ebm init H={h}")))
+            for h in cfg.ebm_widths for tau in cfg.ebm_taus}
+    alive = list(runs)
+    for r, until in enumerate(cfg.ebm_rungs):
+        for name in alive:
+            ebm.train(runs[name], objective, score, until, cfg.eval_every, cfg.ebm_memory, cfg.ebm_checkpoints,
+                      cfg.ebm_patience)
+        alive.sort(key=lambda name: -runs[name].best_val)  # stable: ties keep the grid's order
+        if r < len(cfg.ebm_rungs) - 1:
+            alive = alive[:math.ceil(len(alive) / cfg.ebm_keep)]
+    return runs, alive[0]
+
+
+def energy_on(energy, x):
+    """E_theta at the points x (numpy, (n, 2)) as float64 numpy, shape (n,)."""
     with torch.no_grad():
-        e_test = float(energy(T(data["test"])).double().mean())
-        lw_train = ebm.log_weights(energy, T(data["proposal"]), T(log_q(data["proposal"])))
-        a_train = float(torch.logsumexp(lw_train.double(), 0) - np.log(cfg.M))
-    a_fresh, ess_fresh, jensen = ebm.log_partition_is_stream(energy, draw, cfg.M_fresh)
+        return energy(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+
+
+def gradient_errors(energy, snapshots, train_sample, fresh_samples, cfg):
+    """Problem 1.6 measured: at each stored state, the IS estimate F_hat of grad A from the
+    fixed training sample and from fresh samples of the same size, against grad A by
+    quadrature. Relative error ||F_hat - grad A|| / ||grad A|| and cosine similarity."""
+
+    def flat(grads):
+        return torch.cat([g.reshape(-1).double() for g in grads])
+
+    def compare(f_hat, exact):
+        return float((f_hat - exact).norm() / exact.norm()), float(f_hat @ exact / (f_hat.norm() * exact.norm()))
+
+    rows = []
+    for it, state in snapshots.items():
+        energy.load_state_dict(state)
+        exact = flat(ebm.grad_log_partition_grid(energy, cfg.grid_half_width, cfg.grid_step)[1])
+        rel, cos = compare(flat(ebm.grad_log_partition_is(energy, train_sample)), exact)
+        fresh = np.array([compare(flat(ebm.grad_log_partition_is(energy, s)), exact) for s in fresh_samples])
+        rows.append(dict(iteration=it, rel_err_train=rel, cos_train=cos,
+                         rel_err_fresh=float(fresh[:, 0].mean()), rel_err_fresh_sd=float(fresh[:, 0].std(ddof=1)),
+                         rel_err_fresh_min=float(fresh[:, 0].min()), rel_err_fresh_max=float(fresh[:, 0].max()),
+                         cos_fresh=float(fresh[:, 1].mean()), grad_norm=float(exact.norm())))
+    return rows
+
+
+def sample_checks(energy, cfg, means):
+    """Samples from the learned EBM by MALA, started from fresh draws of q, against exact
+    draws from the quadrature grid: KS distances of the radius and the angle, and the share of
+    chains that ended nearest a different ring component than they started at."""
+    start = torch.as_tensor(gmm_em.sample(cfg.mala_chains, *gmm_em.ring(cfg.K, cfg.R),
+                                          stream(cfg.seed, "mala start"))[0], dtype=torch.float32)
+    x, rate, h = ebm.mala(energy, start, cfg.mala_steps, torch_generator(cfg.seed, "mala"), adapt=cfg.mala_adapt)
+    exact = ebm.sample_grid(energy, cfg.grid_half_width, cfg.grid_step, cfg.mala_chains,
+                            torch_generator(cfg.seed, "grid draws")).numpy()
+    x = x.double().numpy()
+    radius = lambda a: np.linalg.norm(a, axis=1)
+    angle = lambda a: np.arctan2(a[:, 1], a[:, 0])
+    nearest = lambda a: np.argmin(((a[:, None, :] - means[None]) ** 2).sum(-1), 1)
+    ks_r, p_r = ebm.ks_two_sample(radius(x), radius(exact))
+    ks_a, p_a = ebm.ks_two_sample(angle(x), angle(exact))
+    return dict(chains=cfg.mala_chains, adapt=cfg.mala_adapt, steps=cfg.mala_steps, acceptance=rate, step_size=h,
+                ks_radius=ks_r, p_radius=p_r, ks_angle=ks_a, p_angle=p_a,
+                switched=float(np.mean(nearest(x) != nearest(start.double().numpy())))), x, exact
+
+
+def sweep_rows(runs, x_test, cfg):
+    """One row per candidate of the selection: its training and best validation score, and,
+    for the record only, its test log-likelihood (A on a grid twice as coarse)."""
+    rows = []
+    for name, r in runs.items():
+        e = ebm.restore_best(r)
+        test = energy_on(e, x_test).mean() - ebm.log_partition_grid(e, cfg.grid_half_width, 2 * cfg.grid_step)
+        rows.append(dict(name=name, tau=e.tau, hidden=e.hidden.out_features, iterations=r.iterations,
+                         stopped=r.stopped, best_iteration=r.best_iteration, val_ll=r.best_val, test_ll=float(test)))
+    return rows
+
+
+def partition_estimates(energy, train_sample, fresh_sample, cfg):
+    """Problem 1.7: A from the training proposal sample and from a fresh one, each with its
+    delta-method standard error and ESS; Jensen's lower bound E_q[E - log q] from the fresh
+    sample; A by quadrature, with the change when the box is enlarged or the step halved."""
+    with torch.no_grad():
+        lw_train = ebm.log_weights(energy, train_sample).double()
+        lw_fresh = torch.cat([ebm.log_weights(energy, s).double() for s in fresh_sample])
+    a_train, se_train, ess_train = ebm.log_mean_exp_se(lw_train)
+    a_fresh, se_fresh, ess_fresh = ebm.log_mean_exp_se(lw_fresh)
+    jensen, jensen_se = ebm.jensen_bound_se(lw_fresh)
     h, s = cfg.grid_half_width, cfg.grid_step
     a_grid = ebm.log_partition_grid(energy, h, s)
-    a_checks = {"box x1.5": ebm.log_partition_grid(energy, 1.5 * h, s),
-                "step /2": ebm.log_partition_grid(energy, h, s / 2)}
-    ctx["seconds"]["ebm_training"] = hist.seconds
-    res = dict(hidden=cfg.hidden, tau=cfg.tau, steps=cfg.steps, lr=cfg.lr, best_step=hist.best_step,
-               A_train_is=a_train, A_fresh_is=a_fresh, A_grid=a_grid,
-               A_grid_checks=a_checks, grid_delta=max(abs(v - a_grid) for v in a_checks.values()),
-               ess_train=ebm.effective_sample_size(lw_train), ess_fresh=ess_fresh, jensen_bound=jensen,
-               test_ll_train_is=e_test - a_train, test_ll_fresh_is=e_test - a_fresh,
-               test_ll_grid=e_test - a_grid,
-               oracle_test_ll=float(log_q(data["test"]).mean()),
-               oracle_train_ll=float(log_q(data["train"]).mean()),
-               oracle_val_ll=float(log_q(data["val"]).mean()),
-               history=dict(steps=hist.steps, train_objective=hist.train_objective, val_ll=hist.val_ll))
-    ctx["artifacts"]["ebm_energy.pt"] = lambda tmp: ebm.save_energy(energy, tmp)
-    macros = {"ebmHidden": fmt(cfg.hidden), "ebmTau": fmt(cfg.tau, 1), "ebmSteps": fmt(cfg.steps),
-              "ebmLR": fmt(cfg.lr, 2), "ebmBestStep": fmt(hist.best_step),
-              "ebmMval": fmt(cfg.M_val), "ebmEvalEvery": fmt(cfg.eval_every),
-              "ebmATrainIS": fmt(a_train, 3), "ebmAFreshIS": fmt(a_fresh, 3), "ebmAGrid": fmt(a_grid, 3),
-              "ebmTestLLTrainIS": fmt(res["test_ll_train_is"], 3), "ebmTestLLFreshIS": fmt(res["test_ll_fresh_is"], 3),
-              "ebmTestLLGrid": fmt(res["test_ll_grid"], 3), "ebmESS": fmt(res["ess_train"], 0),
-              "ebmESSFresh": fmt(ess_fresh, 0), "ebmFreshM": fmt(cfg.M_fresh), "ebmGridBox": fmt(h, 0),
-              "ebmGridStep": fmt(s, 2), "ebmGridDelta": f"{res['grid_delta']:.1e}",
-              "ebmJensenBound": fmt(jensen, 3), "oracleTestLL": fmt(res["oracle_test_ll"], 3)}
-    sigma = ctx.get("kde_sigma") or kde.tune_sigma(data["train"], data["val"], np.logspace(
-        np.log10(cfg.sigma_min), np.log10(cfg.sigma_max), cfg.sigma_num))[0]
-    figs = {"ebm_training": fig_ebm_training(res),
-            "ebm_density": fig_ebm_density(cfg, data, sigma, energy, a_grid)}
-    return res, macros, figs
+    checks = {"box x1.5": ebm.log_partition_grid(energy, 1.5 * h, s), "step /2": ebm.log_partition_grid(energy, h, s / 2)}
+    return dict(A_train_is=a_train, A_train_se=se_train, ess_train=ess_train,
+                A_fresh_is=a_fresh, A_fresh_se=se_fresh, ess_fresh=ess_fresh, jensen_bound=jensen, jensen_se=jensen_se,
+                A_grid=a_grid, A_grid_checks=checks, grid_delta=max(abs(v - a_grid) for v in checks.values()),
+                A_grid_minus_train=a_grid - a_train, A_grid_minus_fresh=a_grid - a_fresh)
+
+
+def run_ebm(data, cfg, kde_sigma):
+    """Problems 1.4-1.7: the EBM trained on the IS objective with the training proposal
+    sample, (tau, H) chosen on validation data; A by three estimators with standard errors;
+    the IS gradient measured against quadrature; samples from the model; the comparison with
+    the KDE of variance kde_sigma on the same test points, paired point by point.
+
+    Returns (numbers, extras): extras holds the trained energy and what only figures need."""
+    means, weights = gmm_em.ring(cfg.K, cfg.R)
+    T = lambda a: torch.as_tensor(a, dtype=torch.float32)
+    sample = lambda x: ebm.Sample(T(x), T(gmm_em.log_prob(x, means, weights)))
+    train_sample, val_sample = sample(data["proposal"]), sample(data["val_proposal"])
+    objective = ebm.is_objective(T(data["train"]), train_sample)
+    score = ebm.is_score(T(data["val"]), val_sample)
+
+    print(f"EBM: choosing (tau, H) among {len(cfg.ebm_taus) * len(cfg.ebm_widths)} candidates "
+          f"by successive halving over {'/'.join(map(str, cfg.ebm_rungs))} L-BFGS iterations", flush=True)
+    t0 = time.perf_counter()
+    runs, chosen = select_energy(cfg, objective, score)
+    # the deliberately uninformed confinement: the largest tau at the chosen width, full length
+    uninformed = candidate_name(max(cfg.ebm_taus), runs[chosen].energy.hidden.out_features)
+    ebm.train(runs[uninformed], objective, score, cfg.ebm_rungs[-1], cfg.eval_every, cfg.ebm_memory,
+              patience=cfg.ebm_patience)
+    training_seconds = time.perf_counter() - t0
+    sweep = sweep_rows(runs, data["test"], cfg)
+    grid_ll = lambda e: energy_on(e, data["test"]) - ebm.log_partition_grid(e, cfg.grid_half_width, cfg.grid_step)
+    uninformed_ll = grid_ll(ebm.restore_best(runs[uninformed]))  # per test point
+    run = runs[chosen]
+    energy = ebm.restore_best(run)
+
+    rng = stream(cfg.seed, "fresh proposal")
+    fresh = [sample(gmm_em.sample(m, means, weights, rng)[0]) for m in np.diff(np.r_[0:cfg.M_fresh:2**17, cfg.M_fresh])]
+    res = dict(chosen=chosen, tau=energy.tau, hidden=energy.hidden.out_features, iterations=run.iterations,
+               best_iteration=run.best_iteration, val_ll=run.best_val, candidates=len(runs), sweep=sweep,
+               uninformed=uninformed, val_ll_uninformed=runs[uninformed].best_val,
+               **partition_estimates(energy, train_sample, fresh, cfg))
+    e_test, ll = energy_on(energy, data["test"]), grid_ll(energy)
+    oracle, kde_ll = gmm_em.log_prob(data["test"], means, weights), kde.log_density(data["test"], data["train"], kde_sigma)
+    res.update(test_ll_grid=float(ll.mean()), test_ll_grid_se=mean_se(ll)[1],
+               test_ll_train_is=float(e_test.mean() - res["A_train_is"]),
+               test_ll_fresh_is=float(e_test.mean() - res["A_fresh_is"]),
+               test_ll_uninformed=float(uninformed_ll.mean()), kde_test_ll=float(kde_ll.mean()), kde_sigma=kde_sigma,
+               oracle_test_ll=float(oracle.mean()),
+               oracle_train_ll=float(gmm_em.log_prob(data["train"], means, weights).mean()),
+               oracle_val_ll=float(gmm_em.log_prob(data["val"], means, weights).mean()))
+    # differences paired over the test points, with their standard errors
+    for key, (a, b) in dict(ebm_minus_kde=(ll, kde_ll), oracle_minus_ebm=(oracle, ll),  # the latter estimates KL(p || p_theta)
+                            uninformed_minus_kde=(uninformed_ll, kde_ll), chosen_minus_uninformed=(ll, uninformed_ll)).items():
+        res[key], res[f"{key}_se"] = mean_se(a - b)
+    # the same KL(p || p_theta) from the Jensen gap, with q = p: A - E_p[E - log p]
+    res["kl_from_jensen"], res["kl_from_jensen_se"] = res["A_grid"] - res["jensen_bound"], res["jensen_se"]
+
+    snapshots = {**{it: st for it, st in run.snapshots.items() if it < run.best_iteration},
+                 run.best_iteration: run.best_state}
+    probes = [sample(gmm_em.sample(cfg.M, means, weights, rng)[0]) for _ in range(cfg.grad_samples)]
+    res["gradient"] = gradient_errors(ebm.Energy(res["hidden"], res["tau"]), snapshots, train_sample, probes, cfg)
+    res["samples"], mala_x, exact_x = sample_checks(energy, cfg, means)
+    res.update(history=dict(steps=run.steps, objective=run.objective, val_ll=run.val_ll),
+               uninformed_history=dict(steps=runs[uninformed].steps, val_ll=runs[uninformed].val_ll))
+    extras = dict(energy=energy, training_seconds=training_seconds, mala=mala_x, exact=exact_x,
+                  candidate_seconds={name: r.seconds for name, r in runs.items()})  # times vary: timings.json
+    return res, extras
 
 
 # =============================== Section 2: variational bounds ===============================
@@ -402,17 +408,6 @@ def run_ebm(cfg, data, rngs, ctx):
 #   K -> inf:      log p_K(x) -> -log 2 pi - (||x||^2 + R^2) / 2 + log I_0(R ||x||)          (2.4)
 #   IWAE:          L_k = E log (1/k) sum_j p(x, z_j) / q(z_j),  z_j ~ q iid;  L_1 = L(q) <= L_k <= log p
 
-VI_KL_P = dict(weights=(0.5, 0.3, 0.2), means=(-6.0, 0.0, 6.0), sds=(1.0, 0.7, 0.8))  # p of 2.2
-VI_KL_Q = (-6.0, 0.6)  # (mean, sd) of the narrow q sitting on p's heaviest mode
-VI_KL_GRID = (-30.0, 30.0, 0.01)  # quadrature box and step; wide enough for every fitted q
-VI_KL_STARTS = (-9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0)  # reverse-KL starts (mean; sd = 1)
-VI_LIMIT_NUM_K = 30  # log-spaced K of problem 2.4 (before rounding to unique integers)
-VI_LIMIT_POINTS = 250  # the first test points, for the K sweep: its cost is points * sum(K)
-VI_IWAE_K_MAX = 1024  # largest number of importance samples k (k = 1, 2, 4, ...)
-VI_IWAE_POINTS = 100  # the first test points of each R
-VI_IWAE_REPS = 400  # Monte Carlo replicates of the bound per point and k
-
-
 def kl_categorical(log_q, log_p):
     """KL(q || p) = sum_k q_k (log q_k - log p_k) along the last axis; terms with q_k = 0 are 0."""
     q = np.exp(log_q)
@@ -424,11 +419,6 @@ def elbo(log_joint_xk, log_q):
     """L(q) = sum_k q_k (log p(x, k) - log q_k), shape (n,). With the unnormalised joint in
     place of p this is -KL(q || p(x, .)), so kl_categorical does the work (and the q_k = 0 care)."""
     return -kl_categorical(log_q, log_joint_xk)
-
-
-def log_evidence(log_joint_xk):
-    """log p(x) = logsumexp_k log p(x, k), shape (n,)."""
-    return logsumexp(log_joint_xk, axis=-1)
 
 
 def elbo_uniform_closed(x, means):
@@ -451,8 +441,7 @@ def log_i0(z):
 def ring_log_density(x, R):
     """K -> inf limit of the ring mixture: the angle of the centre is uniform on the circle,
     p(x) = (2 pi)^-1 exp(-(||x||^2 + R^2)/2) I_0(R ||x||); log of it, shape (n,)."""
-    r2 = (x ** 2).sum(-1)
-    return elbo_uniform_ring(x, R) + log_i0(R * np.sqrt(r2))
+    return elbo_uniform_ring(x, R) + log_i0(R * np.sqrt((x ** 2).sum(-1)))
 
 
 def iwae_samples(log_joint_xk, log_q, k, reps, rng):
@@ -465,10 +454,15 @@ def iwae_samples(log_joint_xk, log_q, k, reps, rng):
     counts = rng.multinomial(k, np.exp(log_q), size=(n, reps))  # (n, reps, K)
     with np.errstate(divide="ignore"):  # components never drawn: log 0 = -inf drops them
         log_c = np.log(counts)
-    return logsumexp(log_c + (log_joint_xk - log_q)[:, None, :], axis=-1) - np.log(k)
+    return gmm_em.logsumexp(log_c + (log_joint_xk - log_q)[:, None, :], axis=-1) - np.log(k)
 
 
-# ---- problem 2.2: KL(p || q) against KL(q || p) for one-dimensional densities, by quadrature --
+def iwae_gap_coefficient(log_post, log_q):
+    """c with log p - L_k ~ c / k for large k (delta method on the log of a mean of k weights):
+    c = Var_q(w) / 2 with w = p(z | x) / q(z), E_q w = 1, so c = (sum_z p(z | x)^2 / q(z) - 1) / 2.
+    Shape (n,)."""
+    return 0.5 * np.expm1(gmm_em.logsumexp(2 * log_post - log_q, axis=-1))
+
 
 def normal_log_pdf(x, mu, sd):
     return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2.0 * np.pi)
@@ -477,7 +471,7 @@ def normal_log_pdf(x, mu, sd):
 def mixture_1d_log_pdf(x, weights, means, sds):
     """log sum_k w_k N(x; m_k, s_k^2) on a 1-D array x, shape x.shape."""
     parts = [np.log(w) + normal_log_pdf(x, m, s) for w, m, s in zip(weights, means, sds)]
-    return logsumexp(np.stack(parts), axis=0)
+    return gmm_em.logsumexp(np.stack(parts), axis=0)
 
 
 def kl_grid(log_f, log_g, step):
@@ -510,82 +504,48 @@ def fit_gaussian_kl(log_p, t, step, start, reverse):
     return float(fit.x[0]), float(np.exp(fit.x[1])), float(fit.fun)
 
 
-def kl_experiment():
+def kl_pair(cfg):
+    """The trimodal p of problem 2.2 as (weights, means, sds), and the narrow q as (mean, sd)."""
+    return dict(weights=cfg.kl_p_weights, means=cfg.kl_p_means, sds=cfg.kl_p_sds), tuple(cfg.kl_q)
+
+
+def kl_experiment(cfg):
     """Problem 2.2 and its fits; every number comes from the same quadrature grid."""
-    t = kl_axis(*VI_KL_GRID)
-    step = VI_KL_GRID[2]
-    log_p = mixture_1d_log_pdf(t, **VI_KL_P)
-    log_q = normal_log_pdf(t, *VI_KL_Q)
-    fwd_mu, fwd_sd = moment_match(**VI_KL_P)
+    p, q = kl_pair(cfg)
+    lo, hi, step = cfg.kl_grid
+    t = kl_axis(lo, hi, step)
+    log_p, log_q = mixture_1d_log_pdf(t, **p), normal_log_pdf(t, *q)
+    fwd_mu, fwd_sd = moment_match(**p)
     fwd_num = fit_gaussian_kl(log_p, t, step, (0.0, 1.0), reverse=False)
-    rev = [fit_gaussian_kl(log_p, t, step, (m0, 1.0), reverse=True) for m0 in VI_KL_STARTS]
+    rev = [fit_gaussian_kl(log_p, t, step, (m0, 1.0), reverse=True) for m0 in cfg.kl_starts]
     optima = {}  # one entry per distinct local optimum
     for mu, sd, kl in rev:
         optima.setdefault(round(mu, 2), dict(mu=mu, sd=sd, kl=kl))
     optima = sorted(optima.values(), key=lambda o: o["mu"])
-    best = min(optima, key=lambda o: o["kl"])
-    t2 = kl_axis(VI_KL_GRID[0], VI_KL_GRID[1], step / 2)
-    refined = [kl_grid(mixture_1d_log_pdf(t2, **VI_KL_P), normal_log_pdf(t2, *VI_KL_Q), step / 2),
-               kl_grid(normal_log_pdf(t2, *VI_KL_Q), mixture_1d_log_pdf(t2, **VI_KL_P), step / 2)]
-    res = dict(p=VI_KL_P, q=dict(mu=VI_KL_Q[0], sd=VI_KL_Q[1]), grid=list(VI_KL_GRID),
-               kl_pq=kl_grid(log_p, log_q, step), kl_qp=kl_grid(log_q, log_p, step))
+    t2 = kl_axis(lo, hi, step / 2)
+    refined = [kl_grid(mixture_1d_log_pdf(t2, **p), normal_log_pdf(t2, *q), step / 2),
+               kl_grid(normal_log_pdf(t2, *q), mixture_1d_log_pdf(t2, **p), step / 2)]
+    res = dict(kl_pq=kl_grid(log_p, log_q, step), kl_qp=kl_grid(log_q, log_p, step))
     res.update(grid_delta=max(abs(refined[0] - res["kl_pq"]), abs(refined[1] - res["kl_qp"])),
-               forward=dict(mu=fwd_mu, sd=fwd_sd,
-                            kl=kl_grid(log_p, normal_log_pdf(t, fwd_mu, fwd_sd), step),
+               forward=dict(mu=fwd_mu, sd=fwd_sd, kl=kl_grid(log_p, normal_log_pdf(t, fwd_mu, fwd_sd), step),
                             numeric_mu=fwd_num[0], numeric_sd=fwd_num[1]),
-               reverse_optima=optima, reverse_best=best,
-               reverse_starts=[dict(start=m0, mu=mu, sd=sd, kl=kl) for m0, (mu, sd, kl) in zip(VI_KL_STARTS, rev)])
+               reverse_optima=optima, reverse_best=min(optima, key=lambda o: o["kl"]),
+               reverse_starts=[dict(start=m0, mu=mu, sd=sd, kl=kl) for m0, (mu, sd, kl) in zip(cfg.kl_starts, rev)])
     return res
 
 
-def fig_kl_asymmetry(res):
-    t = np.linspace(-10, 10, 2001)
-    log_p, log_q = mixture_1d_log_pdf(t, **VI_KL_P), normal_log_pdf(t, *VI_KL_Q)
-    p, q = np.exp(log_p), np.exp(log_q)
-    fig, axes = new_figure(2, width=4.4)
-    axes[0].plot(t, p, c=COLORS["true"], label="p (3 modes)")
-    axes[0].plot(t, q, c=COLORS["fit"], label=f"q = N({VI_KL_Q[0]:g}, {VI_KL_Q[1]:g}$^2$)")
-    axes[0].set(xlabel="x", ylabel="density", title=f"KL(p||q) = {res['kl_pq']:.2f} nats, "
-                f"KL(q||p) = {res['kl_qp']:.2f} nats")
-    axes[0].legend(fontsize=8)
-    axes[1].plot(t, p * (log_p - log_q), c=COLORS["kde"], label="p log(p/q): integrand of KL(p||q)")
-    axes[1].plot(t, q * (log_q - log_p), c=COLORS["ebm"], ls="--", label="q log(q/p): integrand of KL(q||p)")
-    axes[1].set(xlabel="x", ylabel="integrand (nats per unit x)",
-                title="KL(p||q) is paid where p has mass and q has none")
-    axes[1].legend(fontsize=7, loc="upper left")
-    return fig
-
-
-def fig_kl_fits(res):
-    t = np.linspace(-12, 12, 2001)
-    fig, (ax,) = new_figure(1, width=6.4, height=3.6)
-    ax.fill_between(t, np.exp(mixture_1d_log_pdf(t, **VI_KL_P)), color=COLORS["grey"], alpha=0.4, label="p")
-    f = res["forward"]
-    ax.plot(t, np.exp(normal_log_pdf(t, f["mu"], f["sd"])), c=COLORS["kde"], lw=2,
-            label=f"argmin KL(p||q): mean {f['mu']:.2f}, sd {f['sd']:.2f}")
-    for o in res["reverse_optima"]:
-        best = o == res["reverse_best"]
-        ax.plot(t, np.exp(normal_log_pdf(t, o["mu"], o["sd"])), c=COLORS["fit"], ls="-" if best else "--",
-                label=f"local min of KL(q||p) = {o['kl']:.2f} nats" + (" (best)" if best else ""))
-    ax.set(xlabel="x", ylabel="density",
-           title="KL(p||q) spreads q over every mode; KL(q||p) has one optimum per mode")
-    ax.set_ylim(0, 0.95)  # headroom for the legend above the peaks
-    ax.legend(fontsize=7, loc="upper right")
-    return fig
-
-
-# ---- problems 2.3 and 2.4: the two bounds on the ring mixture ---------------------------------
-
-def bounds(x, means):
-    """Per-point log p, the uniform-q and posterior-q bounds and the checks of 2.1, shape (n,) each."""
+def bounds(x, means, checks=True):
+    """Per-point log p and the uniform-q and posterior-q bounds, shape (n,) each; with checks,
+    also the closed form of L(Unif), the gap log p - L(Unif) and KL(Unif || posterior)."""
     K = means.shape[0]
     lj = gmm_em.log_joint(x, means, gmm_em.uniform_weights(K))  # (n, K)
-    log_p = log_evidence(lj)
+    log_p, log_post = gmm_em.posterior(lj)
     log_unif = np.full(K, -np.log(K))
-    log_post = lj - log_p[:, None]
-    unif = elbo(lj, log_unif)
-    return dict(log_p=log_p, unif=unif, post=elbo(lj, log_post), closed=elbo_uniform_closed(x, means),
-                gap=log_p - unif, kl_unif_post=kl_categorical(log_unif, log_post))
+    out = dict(log_p=log_p, unif=elbo(lj, log_unif), post=elbo(lj, log_post))
+    if checks:
+        out.update(closed=elbo_uniform_closed(x, means), gap=log_p - out["unif"],
+                   kl_unif_post=kl_categorical(log_unif, log_post))
+    return out
 
 
 def summarise_bounds(b, R):
@@ -597,7 +557,7 @@ def summarise_bounds(b, R):
                 post_err=float(np.abs(b["post"] - b["log_p"]).max()))
 
 
-def limit_K_values(K_max, num=VI_LIMIT_NUM_K):
+def limit_K_values(K_max, num):
     return np.unique(np.round(np.geomspace(2, K_max, num)).astype(int))
 
 
@@ -611,7 +571,7 @@ def bounds_vs_K(x, R, Ks, chunk_entries=2 ** 20):
     for K in Ks:
         means = gmm_em.ring_means(K, R)
         size = max(1, chunk_entries // K)
-        parts = [bounds(x[i:i + size], means) for i in range(0, len(x), size)]
+        parts = [bounds(x[i:i + size], means, checks=False) for i in range(0, len(x), size)]
         b = {key: np.concatenate([p[key] for p in parts]) for key in ("log_p", "unif", "post")}
         rows.append((b["log_p"].mean(), b["unif"].mean(), b["post"].mean(),
                      np.abs(b["log_p"] - ring).max(), np.abs(b["unif"] - unif_ring).max(),
@@ -620,15 +580,15 @@ def bounds_vs_K(x, R, Ks, chunk_entries=2 ** 20):
     return {key: np.array(col) for key, col in zip(keys, zip(*rows))}
 
 
-def limit_experiment(cfg, data):
-    """Problem 2.4. The sweep over K runs on the first VI_LIMIT_POINTS test points of each R;
-    the limits are closed forms, so they are also given on the whole R = 10 test set, where they
-    sit next to problem 2.3's numbers."""
-    Ks = limit_K_values(cfg.K_max)
-    x = data["test"][:VI_LIMIT_POINTS]
+def limit_experiment(x_big, x_small, cfg):
+    """Problem 2.4. The sweep over K runs on the first limit_points test points of each
+    radius; the limits are closed forms, so they are also given on the whole big-radius test
+    set, where they sit next to problem 2.3's numbers."""
+    Ks = limit_K_values(cfg.K_max, cfg.limit_num_K)
+    x = x_big[:cfg.limit_points]
     big = bounds_vs_K(x, cfg.R, Ks)
-    small = bounds_vs_K(data["test_small"][:VI_LIMIT_POINTS], cfg.R_small, Ks)
-    ring, unif = ring_log_density(data["test"], cfg.R), elbo_uniform_ring(data["test"], cfg.R)
+    small = bounds_vs_K(x_small[:cfg.limit_points], cfg.R_small, Ks)
+    ring, unif = ring_log_density(x_big, cfg.R), elbo_uniform_ring(x_big, cfg.R)
     return dict(R=cfg.R, R_small=cfg.R_small, points=len(x), K=Ks.tolist(),
                 **{key: v.tolist() for key, v in big.items()},
                 ring_err_small=small["ring_err"].tolist(),
@@ -640,209 +600,619 @@ def limit_experiment(cfg, data):
                 post_err_max=float(max(big["post_err"].max(), small["post_err"].max())))
 
 
-def fig_elbo_points(data, R_pairs, per_point):
-    fig, axes = new_figure(2, width=4.6, height=3.6)
-    for ax, (key, R), x in zip(axes, R_pairs, (data["test"], data["test_small"])):
-        b = per_point[key]
-        r = np.linalg.norm(x, axis=1)
-        grid = np.linspace(0, r.max() * 1.02, 200)
-        ax.scatter(r, b["log_p"], s=4, c=COLORS["true"], label="log p(x) (exact)")
-        ax.scatter(r, b["post"], s=14, marker="+", lw=0.6, c=COLORS["kde"], label="L(posterior)")
-        ax.scatter(r, b["unif"], s=4, c=COLORS["fit"], label="L(Unif)")
-        ax.plot(grid, -gmm_em.LOG_2PI - 0.5 * (grid ** 2 + R ** 2), c=COLORS["grey"], lw=1,
-                label="$-\\log 2\\pi - (\\|x\\|^2 + R^2)/2$")
-        ax.set(xlabel="$\\|x\\|$ (distance from the ring's centre)", ylabel="nats",
-               title=f"R = {R:g}: mean gap of L(Unif) {np.mean(b['gap']):.2f} nats")
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("L(Unif) is largest at the ring's centre, where there are no data; "
-                 "L(posterior) = log p", fontsize=9)
-    return fig
-
-
-def fig_elbo_K(res):
-    K = np.array(res["K"])
-    fig, axes = new_figure(2, width=4.6, height=3.6)
-    ax = axes[0]
-    ax.semilogx(K, res["log_p"], "o", ms=5, mfc="none", c=COLORS["true"], label="log $p_K(x)$")
-    ax.semilogx(K, res["post"], "+", ms=5, c=COLORS["kde"], label="L(posterior)")
-    ax.semilogx(K, res["unif"], "s", ms=3, c=COLORS["fit"], label="L(Unif)")
-    ax.axhline(res["sweep_ring_log_p"], c=COLORS["kde"], ls=":", lw=1.2,
-               label="K = $\\infty$: ring density (log $I_0$ form)")
-    ax.axhline(res["sweep_unif_limit"], c=COLORS["fit"], ls=":", lw=1.2,
-               label="$-\\log 2\\pi - (\\|x\\|^2+R^2)/2$")
-    ax.set(xlabel="K (components on the ring)",
-           ylabel=f"mean over {res['points']} test points (nats)",
-           title=f"R = {res['R']:g}: L(Unif) is flat in K, the gap stays")
-    ax.legend(fontsize=7, loc="center right")
-    ax = axes[1]
-    floor = 1e-17  # exact zeros (log p_K equal to the limit in floating point) drawn at the floor
-    ax.loglog(K, np.maximum(res["ring_err"], floor), "o-", ms=3, c=COLORS["true"], label=f"R = {res['R']:g}")
-    ax.loglog(K, np.maximum(res["ring_err_small"], floor), "s--", ms=3, c=COLORS["other"],
-              label=f"R = {res['R_small']:g}")
-    ax.set(xlabel="K (components on the ring)", ylabel="max$_i$ |log $p_K(x_i)$ $-$ ring limit| (nats)",
-           title="L(posterior) = log $p_K$ reaches the ring limit")
-    ax.legend(fontsize=8)
-    return fig
-
-
-# ---- beyond: the importance-weighted bound L_k between L(Unif) and log p ------------------------
-
-def iwae_gap_coefficient(log_post, log_q):
-    """c with log p - L_k ~ c / k for large k (delta method on the log of a mean of k weights):
-    c = Var_q(w) / 2 with w = p(z | x) / q(z), E_q w = 1, so c = (sum_z p(z | x)^2 / q(z) - 1) / 2.
-    Shape (n,)."""
-    return 0.5 * np.expm1(logsumexp(2 * log_post - log_q, axis=-1))
-
-
-def iwae_experiment(x, R, K, rng):
-    x = x[:VI_IWAE_POINTS]
-    lj = gmm_em.log_joint(x, gmm_em.ring_means(K, R), gmm_em.uniform_weights(K))
-    log_q = np.full(K, -np.log(K))
-    ks = 2 ** np.arange(int(np.log2(VI_IWAE_K_MAX)) + 1)
+def iwae_experiment(x, R, cfg, rng):
+    """The importance-weighted bound L_k of the uniform q for k = 1, 2, 4, ..., iwae_k_max on
+    the first iwae_points points, with its Monte Carlo standard error."""
+    x = x[:cfg.iwae_points]
+    lj = gmm_em.log_joint(x, *gmm_em.ring(cfg.K, R))
+    log_p, log_post = gmm_em.posterior(lj)
+    log_q = np.full(cfg.K, -np.log(cfg.K))
+    ks = 2 ** np.arange(int(np.log2(cfg.iwae_k_max)) + 1)
     mean, se = [], []
     for k in ks:
-        s = iwae_samples(lj, log_q, int(k), VI_IWAE_REPS, rng)  # (points, reps)
+        s = iwae_samples(lj, log_q, int(k), cfg.iwae_reps, rng)  # (points, reps)
         mean.append(float(s.mean()))
         # the points are fixed, so the only noise is Monte Carlo: per-point variances add up
-        se.append(float(np.sqrt(s.var(1, ddof=1).sum() / VI_IWAE_REPS) / len(x)))
-    return dict(R=R, points=len(x), reps=VI_IWAE_REPS, k=ks.tolist(), L=mean, se=se,
-                elbo=float(elbo_uniform_closed(x, gmm_em.ring_means(K, R)).mean()),
-                log_p=float(log_evidence(lj).mean()),
-                gap_coef=float(iwae_gap_coefficient(lj - log_evidence(lj)[:, None], log_q).mean()))
+        se.append(float(np.sqrt(s.var(1, ddof=1).sum() / cfg.iwae_reps) / len(x)))
+    return dict(R=R, points=len(x), reps=cfg.iwae_reps, k=ks.tolist(), L=mean, se=se,
+                elbo=float(elbo_uniform_closed(x, gmm_em.ring_means(cfg.K, R)).mean()),
+                log_p=float(log_p.mean()), gap_coef=float(iwae_gap_coefficient(log_post, log_q).mean()))
 
 
-def fig_iwae(res):
-    fig, axes = new_figure(2, width=4.6, height=3.6)
-    r = res["R10"]
-    ax = axes[0]
-    ax.errorbar(r["k"], r["L"], yerr=2 * np.array(r["se"]), fmt="o-", ms=3, c=COLORS["fit"],
-                label="$L_k$ ($\\pm$ 2 MC s.e.)")
-    ax.axhline(r["log_p"], c=COLORS["true"], ls=":", label="log p(x)")
-    ax.plot([1], [r["elbo"]], "x", ms=9, c=COLORS["kde"], label="L(Unif), closed form")
-    ax.set(xscale="log", xlabel="k (importance samples from Unif)",
-           ylabel=f"mean over {r['points']} test points (nats)",
-           title=f"R = {r['R']:g}: $L_1$ = L(Unif) $\\leq L_k \\uparrow$ log p")
-    ax.legend(fontsize=7, loc="lower right")
-    ax = axes[1]
-    for (key, r), c, m in zip(res.items(), (COLORS["fit"], COLORS["other"]), ("o", "s")):
-        k, gap = np.array(r["k"]), r["log_p"] - np.array(r["L"])
-        ok = gap > 0  # a Monte Carlo estimate can cross log p once the gap is below its noise
-        ax.errorbar(k[ok], gap[ok], yerr=2 * np.array(r["se"])[ok], fmt=m, ms=3, c=c,
-                    label=f"R = {r['R']:g}: log p $-$ $L_k$")
-        ax.plot(k, r["gap_coef"] / k, c=c, lw=1, ls="--", label=f"R = {r['R']:g}: Var(w) / 2k")
-    ax.set(xscale="log", yscale="log", xlabel="k (importance samples from Unif)",
-           ylabel="mean gap (nats)", title="For large k the gap closes like Var(w) / 2k")
+def run_vi(data, cfg):
+    """Problems 2.2-2.4 and the importance-weighted bound. Returns (numbers, per-point bounds
+    of both radii for the figures)."""
+    radii = dict(big=(cfg.R, data["test"]), small=(cfg.R_small, data["test_small"]))
+    per_point = {key: bounds(x, gmm_em.ring_means(cfg.K, R)) for key, (R, x) in radii.items()}
+    res = dict(kl=kl_experiment(cfg),
+               elbo={key: summarise_bounds(per_point[key], R) for key, (R, _) in radii.items()},
+               limit=limit_experiment(data["test"], data["test_small"], cfg),
+               iwae={key: iwae_experiment(x, R, cfg, stream(cfg.seed, f"iwae {key}")) for key, (R, x) in radii.items()})
+    return res, per_point
+
+
+# ============================================ Figures ============================================
+# Drawn from the results after every number exists (Okabe-Ito colours, safe for colour-blind
+# readers; viridis for densities). figure_specs does the little computing the figures need
+# (density maps on a plotting grid) once; each fig_* function only draws. Dense layers are
+# rasterised inside the vector PDFs.
+
+COLORS = {"true": "#000000", "fit": "#D55E00", "kde": "#0072B2", "ebm": "#009E73",
+          "val": "#0072B2", "test": "#E69F00", "other": "#CC79A7", "grey": "#999999"}
+
+
+def new_figure(ncols=1, width=4.2, height=3.4, left=0.75, right=0.2, bottom=0.55, top=0.4, gap=0.8):
+    """A row of ncols panels, each width x height inches, with fixed margins in inches around
+    and between them. Fixed margins instead of matplotlib's constrained layout, which measures
+    every label before drawing and costs a third of the time of saving a figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    w, h = width * ncols, height
+    fig, axes = plt.subplots(1, ncols, figsize=(w, h), squeeze=False)
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
+                        wspace=gap / (width - (left + right + gap * (ncols - 1)) / ncols))
+    return fig, axes.ravel()
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def decade_label(v, _pos=None):
+    """A decade tick as plain text, 0.01 ... 1000 or 10⁻⁵: matplotlib's default $10^{-5}$ goes
+    through its TeX-like parser, which costs more than the rest of a figure."""
+    e = int(round(np.log10(v)))
+    return f"{v:g}" if -2 <= e <= 3 else "10" + str(e).translate(SUPERSCRIPT)
+
+
+def log_axis(ax, which="y", numticks=6):
+    """A log scale with at most numticks labelled decades and no minor ticks (a long log axis
+    otherwise carries a hundred tick objects)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_locator(LogLocator(numticks=numticks))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(decade_label))
+
+
+def plot_grid(cfg, num=128):
+    """The square on which density maps are drawn: axis (num,) and points (num^2, 2)."""
+    axis = np.linspace(-(cfg.R + 4), cfg.R + 4, num)
+    gx, gy = np.meshgrid(axis, axis)
+    return axis, np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def density_maps(cfg, data, kde_sigma, energy, A):
+    """log-densities on the plotting grid: the true mixture, the KDE and the EBM."""
+    axis, pts = plot_grid(cfg)
+    return dict(axis=axis, true=gmm_em.log_prob(pts, *gmm_em.ring(cfg.K, cfg.R)),
+                kde=kde.log_density(pts, data["train"], kde_sigma), ebm=energy_on(energy, pts) - A)
+
+
+def show_log_density(ax, axis, log_p, title, vmin):
+    im = ax.pcolormesh(axis, axis, np.maximum(log_p, vmin).reshape(axis.size, axis.size), cmap="viridis",
+                       vmin=vmin, shading="auto", rasterized=True)
+    ax.set(title=title, xlabel="x₁", aspect="equal")
+    return im
+
+
+def fig_em(cfg, data, gmm):
+    """Problem 1.2: data, true and EM means at both radii; EM's progress at both."""
+    fig, axes = new_figure(3, width=3.5, height=3.6)
+    for ax, r, x in zip(axes[:2], (gmm["big"], gmm["small"]), (data["train"], data["train_small"])):
+        ax.scatter(*x.T, s=3, c=COLORS["grey"], alpha=0.5, label=f"data (n = {cfg.n})", rasterized=True)
+        ax.scatter(*gmm_em.ring_means(cfg.K, r["R"]).T, s=60, marker="x", c=COLORS["true"], label="true μₖ")
+        ax.scatter(*np.array(r["means"]).T, s=60, marker="+", c=COLORS["fit"], label="EM estimates")
+        ax.set(title=f"R = {r['R']:g}: mean error {r['mean_dist']:.2f}, max {r['max_dist']:.2f}",
+               xlabel="x₁", ylabel="x₂", aspect="equal")
+    axes[0].legend(loc="center", fontsize=7)
+    ax = axes[2]
+    for r, c, m in ((gmm["big"], COLORS["fit"], "o"), (gmm["small"], COLORS["kde"], "s")):
+        h = np.array(r["history"])
+        ax.plot(np.arange(1, h.size), np.maximum(np.diff(h), 1e-16), "-", marker=m, ms=2, c=c,
+                label=f"R = {r['R']:g}: {r['iterations']} iterations")
+    ax.axhline(gmm["big"]["tol"], c=COLORS["grey"], ls="--", lw=1, label=f"stopping tolerance {gmm['big']['tol']:g}")
+    log_axis(ax)
+    log_axis(ax, "x")
+    ax.set(xlabel="EM iteration t", ylabel="LLₜ − LLₜ₋₁ (nats per point)", title="EM's increase per iteration")
     ax.legend(fontsize=7, loc="lower left")
     return fig
 
 
-def run_vi(cfg, data, rngs, ctx):
-    rng = rngs["vi"]
-    kl = kl_experiment()
-    pairs = (("R10", cfg.R), ("R1", cfg.R_small))
-    per_point = {key: bounds(x, gmm_em.ring_means(cfg.K, R))
-                 for (key, R), x in zip(pairs, (data["test"], data["test_small"]))}
-    elbo_res = {key: summarise_bounds(per_point[key], R) for key, R in pairs}
-    limit = limit_experiment(cfg, data)
-    iwae = {key: iwae_experiment(x, R, cfg.K, rng)
-            for (key, R), x in zip(pairs, (data["test"], data["test_small"]))}
-    res = dict(kl=kl, elbo=elbo_res, limit=limit, iwae=iwae)
-    best = kl["reverse_best"]
-    macros = {"klPQ": fmt(kl["kl_pq"]), "klQP": fmt(kl["kl_qp"]), "klGridDelta": f"{kl['grid_delta']:.0e}",
-              "fwdMu": fmt(kl["forward"]["mu"]), "fwdSd": fmt(kl["forward"]["sd"]), "revMu": fmt(best["mu"]), "revSd": fmt(best["sd"]),
-              "revKL": fmt(best["kl"]), "viKmax": fmt(int(limit["K"][-1])),
-              "viRingLogp": fmt(limit["ring_log_p"], 3), "viUnifLimit": fmt(limit["unif_limit"], 3),
-              "viGapLimit": fmt(limit["gap_limit"], 3), "viLimitPoints": fmt(limit["points"]),
-              "iwaeKmax": fmt(int(iwae["R10"]["k"][-1])), "iwaePoints": fmt(iwae["R10"]["points"]),
-              "iwaeReps": fmt(iwae["R10"]["reps"])}
-    for tag, key in (("Ten", "R10"), ("One", "R1")):
-        e = elbo_res[key]
-        macros.update({f"viUnif{tag}": fmt(e["unif"], 3), f"viPost{tag}": fmt(e["post"], 3),
-                       f"viLogp{tag}": fmt(e["log_p"], 3), f"viGap{tag}": fmt(e["gap"], 3)})
-    figs = {"kl_asymmetry": fig_kl_asymmetry(kl), "kl_fits": fig_kl_fits(kl),
-            "elbo_points": fig_elbo_points(data, pairs, per_point), "elbo_K": fig_elbo_K(limit),
-            "iwae": fig_iwae(iwae)}
-    return res, macros, figs
-
-# ============================= end of Section 2: variational bounds ============================
+def fig_kde(res):
+    """Problem 1.3: validation and test log-likelihood against the kernel variance."""
+    fig, (ax,) = new_figure(1, width=4.6, height=3.2)
+    grid = np.array(res["grid"])
+    ax.plot(grid, res["val_curve"], c=COLORS["val"], label="validation")
+    ax.plot(grid, res["test_curve"], c=COLORS["test"], ls="--", label="test")
+    ax.plot(res["sigma"], res["val_ll"], "o", c=COLORS["val"], label=f"chosen σ = {res['sigma']:.3f}")
+    ax.axvline(res["scott_sigma"], c=COLORS["other"], ls=":", label=f"Scott's rule σ = {res['scott_sigma']:.2f}")
+    log_axis(ax, "x")
+    ax.set(ylim=(min(res["val_ll"], res["test_ll"]) - 3.0, max(res["val_ll"], res["test_ll"]) + 0.3),
+           xlabel="σ (kernel variance)", ylabel="mean log-likelihood (nats)", title="KDE: choosing the kernel variance")
+    ax.legend(fontsize=7, loc="lower center")
+    return fig
 
 
-RUNNERS = {"gmm": run_gmm, "kde": run_kde, "ebm": run_ebm, "vi": run_vi}
+def shown_name(candidate):
+    """'tau=1,H=32' as matplotlib's mathtext shows it."""
+    return candidate.replace("tau", "τ").replace(",", ", ")
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
+def fig_ebm_training(res):
+    """Problem 1.6: training of the chosen model (left); the IS gradient measured (right)."""
+    fig, axes = new_figure(2, width=4.5, height=3.6)
+    ax, h = axes[0], res["history"]
+    ax.plot(h["steps"], h["objective"], c=COLORS["fit"], label="training objective (training IS sample)")
+    ax.plot(h["steps"], h["val_ll"], c=COLORS["val"], label="validation LL (held-out IS sample)")
+    ax.axhline(res["oracle_val_ll"], c=COLORS["val"], ls=":", label="true density on validation")
+    ax.axvline(res["best_iteration"], c=COLORS["grey"], lw=1, label=f"kept iterate {res['best_iteration']}")
+    top = max(max(h["objective"]), res["oracle_train_ll"], res["oracle_val_ll"])
+    ax.set(ylim=(top - 0.8, top + 0.05), xlabel="L-BFGS iteration", ylabel="mean log-likelihood (nats)",
+           title=f"training ({shown_name(res['chosen'])})")
+    ax.legend(fontsize=6.5, loc="lower right")
+    ax, g = axes[1], res["gradient"]
+    x = np.arange(len(g))
+    ax.plot(x, [r["rel_err_train"] for r in g], "o-", c=COLORS["fit"], label="fixed training sample")
+    ax.errorbar(x, [r["rel_err_fresh"] for r in g], yerr=[r["rel_err_fresh_sd"] for r in g], fmt="s--",
+                c=COLORS["kde"], ms=4, capsize=3, label="fresh samples (mean ± sd)")
+    log_axis(ax)
+    ax.set(xticks=x, xticklabels=[str(r["iteration"]) for r in g], xlabel="L-BFGS iteration (last: kept iterate)",
+           ylabel="‖F̂ − ∇A‖ / ‖∇A‖", title="IS gradient against quadrature, M = 5000")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_ebm_density(maps):
+    """Problem 1.7: the three log-densities on one colour scale."""
+    vmin = maps["true"].max() - 12
+    fig, axes = new_figure(3, width=3.4, height=3.0, top=0.3, bottom=0.45)
+    show_log_density(axes[0], maps["axis"], maps["true"], "true mixture", vmin)
+    show_log_density(axes[1], maps["axis"], maps["kde"], "KDE", vmin)
+    im = show_log_density(axes[2], maps["axis"], maps["ebm"], "EBM (A by quadrature)", vmin)
+    axes[0].set_ylabel("x₂")
+    fig.colorbar(im, ax=list(axes), label="log p(x)", shrink=0.8)
+    return fig
+
+
+def fig_ebm_selection(res):
+    """The (tau, H) sweep: best validation log-likelihood of every candidate."""
+    fig, (ax,) = new_figure(1, width=5.0, height=3.5)
+    longest = max(r["iterations"] for r in res["sweep"])
+    for h, c, m in zip(sorted({r["hidden"] for r in res["sweep"]}), (COLORS["kde"], COLORS["fit"], COLORS["ebm"], COLORS["other"]), "osD^"):
+        rows = sorted((r for r in res["sweep"] if r["hidden"] == h), key=lambda r: r["tau"])
+        ax.plot([r["tau"] for r in rows], [r["val_ll"] for r in rows], "-", c=c, lw=1, label=f"H = {h}")
+        for r in rows:
+            full = r["iterations"] >= longest or r["stopped"]
+            ax.plot(r["tau"], r["val_ll"], m, c=c, mfc=c if full else "white", ms=5)
+    ax.plot(res["tau"], res["val_ll"], "*", ms=15, mfc="none", c=COLORS["true"], label="chosen")
+    taus = sorted({r["tau"] for r in res["sweep"]})
+    ax.set_xscale("log")
+    ax.set_xticks(taus, [f"{t:g}" for t in taus], minor=False)
+    ax.minorticks_off()
+    ax.set(xlabel="confinement scale τ", ylabel="best validation log-likelihood (nats)",
+           title="EBM selection (hollow: cut before full length)")
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def fig_ebm_samples(mala_x, exact_x, samples):
+    """Beyond the homework: samples drawn from the learned EBM, and their radius against exact draws."""
+    fig, axes = new_figure(2, width=3.6, height=3.4)
+    ax = axes[0]
+    ax.scatter(*mala_x.T, s=2, c=COLORS["ebm"], alpha=0.5, rasterized=True)
+    ax.set(title=f"MALA samples ({samples['chains']} chains)", xlabel="x₁", ylabel="x₂", aspect="equal")
+    ax, r_exact = axes[1], np.linalg.norm(exact_x, axis=1)
+    bins = np.linspace(0, r_exact.max(), 40)
+    ax.hist(r_exact, bins, density=True, color=COLORS["grey"], alpha=0.6, label="exact draws (grid)")
+    ax.hist(np.linalg.norm(mala_x, axis=1), bins, density=True, histtype="step", color=COLORS["ebm"], lw=1.5, label="MALA")
+    ax.set(xlabel="‖x‖", ylabel="density", title=f"radius: KS distance {samples['ks_radius']:.3f}")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_kl(res, cfg):
+    """Problem 2.2: p and a narrow q (left), the two KL integrands (middle), Gaussian fits (right)."""
+    p, q = kl_pair(cfg)
+    t = np.linspace(-11, 11, 1101)
+    log_p, log_q = mixture_1d_log_pdf(t, **p), normal_log_pdf(t, *q)
+    fig, axes = new_figure(3, width=3.5, height=3.4)
+    axes[0].plot(t, np.exp(log_p), c=COLORS["true"], label=f"p ({len(p['means'])} modes)")
+    axes[0].plot(t, np.exp(log_q), c=COLORS["fit"], label=f"q = N({q[0]:g}, {q[1]:g}²)")
+    axes[0].set(xlabel="x", ylabel="density", title=f"KL(p||q) = {res['kl_pq']:.2f}, KL(q||p) = {res['kl_qp']:.2f}")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(t, np.exp(log_p) * (log_p - log_q), c=COLORS["kde"], label="p log(p/q)")
+    axes[1].plot(t, np.exp(log_q) * (log_q - log_p), c=COLORS["ebm"], ls="--", label="q log(q/p)")
+    axes[1].set(xlabel="x", ylabel="integrand (nats per unit x)", title="KL(p||q) is paid where q is absent")
+    axes[1].legend(fontsize=7, loc="upper left")
+    ax, f = axes[2], res["forward"]
+    ax.fill_between(t, np.exp(log_p), color=COLORS["grey"], alpha=0.4, label="p")
+    ax.plot(t, np.exp(normal_log_pdf(t, f["mu"], f["sd"])), c=COLORS["kde"], lw=2, label="argmin KL(p||q)")
+    for o in res["reverse_optima"]:
+        best = o == res["reverse_best"]
+        ax.plot(t, np.exp(normal_log_pdf(t, o["mu"], o["sd"])), c=COLORS["fit"], ls="-" if best else "--",
+                label=f"KL(q||p) = {o['kl']:.2f}" + (" (best)" if best else ""))
+    ax.set(xlabel="x", ylabel="density", ylim=(0, 0.95), title="Gaussian fits to p")
+    ax.legend(fontsize=6.5, loc="upper right")
+    return fig
+
+
+def fig_elbo_points(data, cfg, per_point):
+    fig, axes = new_figure(2, width=4.4, height=3.5)
+    for ax, R, x, b in zip(axes, (cfg.R, cfg.R_small), (data["test"], data["test_small"]),
+                           (per_point["big"], per_point["small"])):
+        r = np.linalg.norm(x, axis=1)
+        grid = np.linspace(0, r.max() * 1.02, 200)
+        ax.scatter(r, b["log_p"], s=4, c=COLORS["true"], label="log p(x) (exact)", rasterized=True)
+        ax.scatter(r, b["post"], s=14, marker="+", lw=0.6, c=COLORS["kde"], label="L(posterior)", rasterized=True)
+        ax.scatter(r, b["unif"], s=4, c=COLORS["fit"], label="L(Unif)", rasterized=True)
+        ax.plot(grid, -gmm_em.LOG_2PI - 0.5 * (grid ** 2 + R ** 2), c=COLORS["grey"], lw=1,
+                label="−log 2π − (‖x‖² + R²)/2")
+        ax.set(xlabel="‖x‖ (distance from the ring's centre)", ylabel="nats",
+               title=f"R = {R:g}: mean gap of L(Unif) {np.mean(b['gap']):.2f} nats")
+    axes[0].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def fig_elbo_K(res):
+    """Problem 2.4: the bounds against K on fixed points (left), the ring limit reached (right)."""
+    K = np.array(res["K"])
+    fig, axes = new_figure(2, width=4.4, height=3.5)
+    ax = axes[0]
+    ax.plot(K, res["log_p"], "o", ms=5, mfc="none", c=COLORS["true"], label="log p_K(x)")
+    ax.plot(K, res["post"], "+", ms=5, c=COLORS["kde"], label="L(posterior)")
+    ax.plot(K, res["unif"], "s", ms=3, c=COLORS["fit"], label="L(Unif)")
+    ax.axhline(res["sweep_ring_log_p"], c=COLORS["kde"], ls=":", lw=1.2, label="K = ∞: ring density")
+    ax.axhline(res["sweep_unif_limit"], c=COLORS["fit"], ls=":", lw=1.2, label="−log 2π − (‖x‖² + R²)/2")
+    log_axis(ax, "x")
+    ax.set(xlabel="K (components on the ring)", ylabel=f"mean over {res['points']} test points (nats)",
+           title=f"R = {res['R']:g}: L(Unif) is flat in K")
+    ax.legend(fontsize=7, loc="center right")
+    ax = axes[1]
+    floor = 1e-17  # exact zeros (log p_K equal to the limit in floating point) drawn at the floor
+    ax.plot(K, np.maximum(res["ring_err"], floor), "o-", ms=3, c=COLORS["true"], label=f"R = {res['R']:g}")
+    ax.plot(K, np.maximum(res["ring_err_small"], floor), "s--", ms=3, c=COLORS["other"], label=f"R = {res['R_small']:g}")
+    log_axis(ax, "x")
+    log_axis(ax, "y")
+    ax.set(xlabel="K (components on the ring)", ylabel="maxᵢ |log p_K(xᵢ) − ring limit| (nats)",
+           title="log p_K reaches the ring limit")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig_iwae(res):
+    fig, axes = new_figure(2, width=4.4, height=3.5)
+    r, ax = res["big"], axes[0]
+    ax.errorbar(r["k"], r["L"], yerr=2 * np.array(r["se"]), fmt="o-", ms=3, c=COLORS["fit"], label="Lₖ (± 2 MC s.e.)")
+    ax.axhline(r["log_p"], c=COLORS["true"], ls=":", label="log p(x)")
+    ax.plot([1], [r["elbo"]], "x", ms=9, c=COLORS["kde"], label="L(Unif), closed form")
+    log_axis(ax, "x")
+    ax.set(xlabel="k (importance samples from Unif)", ylabel=f"mean over {r['points']} test points (nats)",
+           title=f"R = {r['R']:g}: L₁ = L(Unif) ≤ Lₖ ↑ log p")
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1]
+    for r, c, m in zip((res["big"], res["small"]), (COLORS["fit"], COLORS["other"]), ("o", "s")):
+        k, gap = np.array(r["k"]), r["log_p"] - np.array(r["L"])
+        ok = gap > 0  # a Monte Carlo estimate can cross log p once the gap is below its noise
+        ax.errorbar(k[ok], gap[ok], yerr=2 * np.array(r["se"])[ok], fmt=m, ms=3, c=c, label=f"R = {r['R']:g}: log p − Lₖ")
+        ax.plot(k, r["gap_coef"] / k, c=c, lw=1, ls="--", label=f"R = {r['R']:g}: Var(w) / (2k p²)")
+    log_axis(ax, "x")
+    log_axis(ax, "y")
+    ax.set(xlabel="k (importance samples from Unif)", ylabel="mean gap (nats)", title="the gap closes like Var(w) / (2k p²)")
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def figure_specs(cfg, data, results, extras, ran):
+    """{name: (fig_function, args)} for every figure of the parts that ran."""
+    specs = {}
+    if "gmm" in ran:
+        specs["em"] = (fig_em, (cfg, data, results["gmm"]))
+    if "kde" in ran:
+        specs["kde"] = (fig_kde, (results["kde"],))
+    if "ebm" in ran:
+        r, e = results["ebm"], extras["ebm"]
+        maps = density_maps(cfg, data, results["kde"]["sigma"], e["energy"], r["A_grid"])
+        specs.update(ebm_training=(fig_ebm_training, (r,)), ebm_density=(fig_ebm_density, (maps,)),
+                     ebm_selection=(fig_ebm_selection, (r,)),
+                     ebm_samples=(fig_ebm_samples, (e["mala"], e["exact"], r["samples"])))
+    if "vi" in ran:
+        v = results["vi"]
+        specs.update(kl=(fig_kl, (v["kl"], cfg)), elbo_points=(fig_elbo_points, (data, cfg, extras["vi"])),
+                     elbo_K=(fig_elbo_K, (v["limit"],)), iwae=(fig_iwae, (v["iwae"],)))
+    return specs
+
+
+# ============================================ Outputs ============================================
+
+# Every number theory.pdf quotes: macro name -> (path into results.json, format).
+MACROS = {
+    "seedValue": ("config.seed", "d"), "nPoints": ("config.n", "d"), "Kcomp": ("config.K", "d"),
+    "Rbig": ("config.R", ".0f"), "Rsmall": ("config.R_small", ".0f"), "Mprop": ("config.M", "d"),
+    "emRestarts": ("config.em_restarts", "d"), "emTol": ("config.em_tol", ".0e"),
+    "emMaxIter": ("config.em_max_iter", "d"),
+    **{f"em{tag}{name}": (f"gmm.{key}.{field}", spec)
+       for tag, key in (("Big", "big"), ("Small", "small"))
+       for name, field, spec in (("MeanDist", "mean_dist", ".2f"), ("MaxDist", "max_dist", ".2f"),
+                                 ("MaxPiErr", "max_pi_err", ".3f"), ("Iters", "iterations", "d"),
+                                 ("TrainLL", "train_ll", ".3f"), ("TrainLLTrue", "train_ll_true", ".3f"),
+                                 ("TestLL", "test_ll", ".3f"), ("TestLLTrue", "test_ll_true", ".3f"),
+                                 ("Spacing", "neighbour_spacing", ".2f"), ("LLLeft", "ll_left", ".1e"),
+                                 ("MeansLeft", "means_left", ".2f"))},
+    "kdeSigma": ("kde.sigma", ".3f"), "kdeBandwidth": ("kde.bandwidth", ".3f"), "kdeValLL": ("kde.val_ll", ".3f"),
+    "kdeTestLL": ("kde.test_ll", ".3f"), "kdeTestLLSE": ("kde.test_ll_se", ".3f"),
+    "kdeScottSigma": ("kde.scott_sigma", ".2f"), "kdeScottTestLL": ("kde.scott_test_ll", ".3f"),
+    "kdeGridMin": ("config.sigma_min", ".2f"), "kdeGridMax": ("config.sigma_max", ".0f"),
+    "kdeGridNum": ("config.sigma_num", "d"),
+    "ebmChosen": ("ebm.chosen", "s"), "ebmTau": ("ebm.tau", "g"), "ebmHidden": ("ebm.hidden", "d"),
+    "ebmCandidates": ("ebm.candidates", "d"), "ebmIters": ("ebm.iterations", "d"),
+    "ebmBestIter": ("ebm.best_iteration", "d"), "ebmValLL": ("ebm.val_ll", ".3f"),
+    "ebmTauMax": ("ebm.uninformed", "s"), "ebmTestLLUninformed": ("ebm.test_ll_uninformed", ".3f"),
+    "ebmUninformedMinusKde": ("ebm.uninformed_minus_kde", ".3f"),
+    "ebmChosenMinusUninformed": ("ebm.chosen_minus_uninformed", ".3f"),
+    "ebmMval": ("config.M_val", "d"), "ebmEvalEvery": ("config.eval_every", "d"),
+    "ebmMemory": ("config.ebm_memory", "d"), "ebmKeep": ("config.ebm_keep", "d"),
+    "ebmATrainIS": ("ebm.A_train_is", ".3f"), "ebmATrainSE": ("ebm.A_train_se", ".3f"),
+    "ebmAFreshIS": ("ebm.A_fresh_is", ".3f"), "ebmAFreshSE": ("ebm.A_fresh_se", ".1e"),
+    "ebmAGrid": ("ebm.A_grid", ".3f"), "ebmAGapTrain": ("ebm.A_grid_minus_train", ".4f"),
+    "ebmAGapFresh": ("ebm.A_grid_minus_fresh", ".1e"),
+    "ebmTestLLTrainIS": ("ebm.test_ll_train_is", ".3f"), "ebmTestLLFreshIS": ("ebm.test_ll_fresh_is", ".3f"),
+    "ebmTestLLGrid": ("ebm.test_ll_grid", ".3f"), "ebmESS": ("ebm.ess_train", ".0f"),
+    "ebmESSFresh": ("ebm.ess_fresh", ".0f"), "ebmFreshM": ("config.M_fresh", "d"),
+    "ebmGridBox": ("config.grid_half_width", ".0f"), "ebmGridStep": ("config.grid_step", ".2f"),
+    "ebmGridDelta": ("ebm.grid_delta", ".1e"), "ebmJensenBound": ("ebm.jensen_bound", ".3f"),
+    "ebmJensenSE": ("ebm.jensen_se", ".3f"),
+    "ebmMinusKde": ("ebm.ebm_minus_kde", ".3f"), "ebmMinusKdeSE": ("ebm.ebm_minus_kde_se", ".3f"),
+    "oracleMinusEbm": ("ebm.oracle_minus_ebm", ".3f"), "oracleMinusEbmSE": ("ebm.oracle_minus_ebm_se", ".3f"),
+    "klFromJensen": ("ebm.kl_from_jensen", ".3f"), "klFromJensenSE": ("ebm.kl_from_jensen_se", ".3f"),
+    "oracleTestLL": ("ebm.oracle_test_ll", ".3f"),
+    "malaChains": ("ebm.samples.chains", "d"), "malaSteps": ("ebm.samples.steps", "d"),
+    "malaAdapt": ("ebm.samples.adapt", "d"), "malaAcceptance": ("ebm.samples.acceptance", ".2f"),
+    "malaStepSize": ("ebm.samples.step_size", ".2f"), "malaKSRadius": ("ebm.samples.ks_radius", ".3f"),
+    "malaPRadius": ("ebm.samples.p_radius", ".2f"), "malaKSAngle": ("ebm.samples.ks_angle", ".3f"),
+    "malaPAngle": ("ebm.samples.p_angle", ".2f"), "malaSwitched": ("ebm.samples.switched", ".3f"),
+    "gradSamples": ("config.grad_samples", "d"),
+    "klPQ": ("vi.kl.kl_pq", ".2f"), "klQP": ("vi.kl.kl_qp", ".2f"), "klGridDelta": ("vi.kl.grid_delta", ".0e"),
+    "fwdMu": ("vi.kl.forward.mu", ".2f"), "fwdSd": ("vi.kl.forward.sd", ".2f"),
+    "revMu": ("vi.kl.reverse_best.mu", ".2f"), "revSd": ("vi.kl.reverse_best.sd", ".2f"),
+    "revKL": ("vi.kl.reverse_best.kl", ".2f"),
+    "viKmax": ("config.K_max", "d"), "viRingLogp": ("vi.limit.ring_log_p", ".3f"),
+    "viUnifLimit": ("vi.limit.unif_limit", ".3f"), "viGapLimit": ("vi.limit.gap_limit", ".3f"),
+    "viLimitPoints": ("vi.limit.points", "d"),
+    "iwaeKmax": ("config.iwae_k_max", "d"), "iwaePoints": ("vi.iwae.big.points", "d"),
+    "iwaeReps": ("config.iwae_reps", "d"),
+    **{f"vi{name}{tag}": (f"vi.elbo.{key}.{field}", ".3f")
+       for tag, key in (("Big", "big"), ("Small", "small"))
+       for name, field in (("Unif", "unif"), ("Post", "post"), ("Logp", "log_p"), ("Gap", "gap"))},
+}
+
+
+def lookup(results, path):
+    for key in path.split("."):
+        results = results[key]
+    return results
+
+
+def format_macro(value, spec):
+    text = format(int(value) if spec == "d" else value, spec)
+    return text.replace("_", "\\_")
+
+
+def macros_of(results):
+    """{macro: text} for every macro of MACROS whose number is in results."""
+    out = {}
+    for name, (path, spec) in MACROS.items():
+        try:
+            out[name] = format_macro(lookup(results, path), spec)
+        except (KeyError, TypeError):
+            continue  # a part that has not run yet
+    return out
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename over path: readers see the old file or the new one."""
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.", suffix=os.path.splitext(name)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_text(path, text):
+    atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+
+
+def render_figure(out, name, spec):
+    """Draw one figure from its spec; save it as vector PDF (for theory.pdf) and PNG."""
+    import matplotlib.pyplot as plt
+    draw, args = spec
+    fig = draw(*args)
+    for ext in ("pdf", "png"):
+        atomic_write(os.path.join(out, f"{name}.{ext}"), lambda tmp, ext=ext: fig.savefig(
+            tmp, format=ext, dpi=110, **({"pil_kwargs": {"compress_level": 1}} if ext == "png" else {})))
+    plt.close(fig)
+
+
+def render_figures(out, specs, workers=2):
+    """Every figure, in `workers` forked processes: the figures are independent and drawing
+    is single-threaded, and on two cores it is otherwise the run's largest cost."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401  (loaded once, before the fork)
+    jobs = [(out, name, spec) for name, spec in specs.items()]
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            render_figure(*job)
+        return
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for _ in pool.imap_unordered(_render_job, jobs):
+            pass
+
+
+def _render_job(job):
+    return render_figure(*job)
+
+
+def write_outputs(out, results, seconds, files):
+    """results.json (deterministic for a seed), timings.json, results.tex (one macro per
+    number, plus the measured times, which vary from run to run) and the data files of
+    files = {name: writer(tmp_path)}."""
+    for name, write in files.items():
+        atomic_write(os.path.join(out, name), write)
+    dump = lambda obj: json.dumps(obj, indent=1, sort_keys=True) + "\n"
+    write_text(os.path.join(out, "results.json"), dump(results))
+    write_text(os.path.join(out, "timings.json"), dump(seconds))
+    macros = macros_of(results)
+    if "ebm_training" in seconds:
+        macros["ebmTrainTime"] = f"{seconds['ebm_training']:.1f}"
+    lines = ["% Generated by python VI.py; do not edit. One macro per number in theory.pdf."]
+    lines += [f"\\newcommand{{\\{k}}}{{{v}}}" for k, v in sorted(macros.items())]
+    write_text(os.path.join(out, "results.tex"), "\n".join(lines) + "\n")
+
+
+def load_json(out, name):
+    """A JSON file of an earlier run in out, or empty."""
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def kept_parts(previous, cfg, running, out):
+    """The parts of an earlier results.json that this run keeps (those it does not rerun).
+    Refuses, with a ValueError naming the setting, a part computed with other values of the
+    settings it depends on, and an EBM run without the KDE result it compares against."""
+    kept = {}
+    for part in PARTS:
+        if part in running or part not in previous:
+            continue
+        stored, now = previous[part].get("settings", {}), settings_of(cfg, part)
+        for key in now:
+            if stored.get(key) != now[key]:
+                raise ValueError(f"{out}/results.json holds part {part!r} computed with {key}={stored.get(key)!r}, "
+                                 f"but this run has {key}={now[key]!r}; rerun that part too (--parts) or use another --out")
+        kept[part] = previous[part]
+    if "ebm" in running and "kde" not in running and "kde" not in kept:
+        raise ValueError("part 'ebm' needs the KDE's sigma: add kde to --parts")
+    return kept
+
+
+# ========================================= Command line =========================================
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit 2, like every other refusal here
         self.exit(2, f"VI.py: error: {message}\n")
 
 
+def tuple_of(kind):
+    def parse(text):
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}")
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
 def parse_args(argv):
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="plots", help="output folder (default: plots)")
     p.add_argument("--quick", action="store_true", help="small settings: a smoke run in seconds")
+    p.add_argument("--no-figures", action="store_true", help="numbers only: skip drawing the figures")
     for f in fields(Config):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
-                       help=f"default {f.default}" + (" (comma-separated)" if f.name == "parts" else ""))
+        kind = tuple_of(type(f.default[0])) if isinstance(f.default, tuple) else type(f.default)
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, help=f"default {shown}")
     args = p.parse_args(argv)
     cfg = Config(**(QUICK if args.quick else {}))
-    cfg = Config(**{**asdict(cfg), **{f.name: getattr(args, f.name) for f in fields(Config)
-                                      if getattr(args, f.name) is not None}})
-    return cfg, args.out, args.quick
+    cfg = replace(cfg, **{f.name: getattr(args, f.name) for f in fields(Config) if getattr(args, f.name) is not None})
+    return cfg, args
 
 
 def prepare_out(out):
     """Create out if needed and prove it is writable before any work is done."""
     os.makedirs(out, exist_ok=True)
-    probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe.")
-    probe.close()
+    tempfile.NamedTemporaryFile(dir=out, prefix=".probe.").close()
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed memory in the process. By default it hands blocks above
+    128 kB back to the system and maps them again at the next allocation, so every training
+    step's megabyte-sized temporaries paid page faults: keeping them halves the EBM's time."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve large blocks from the heap
+        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: do not give the heap back
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+@contextlib.contextmanager
+def clock(seconds, name):
+    """Time the block into seconds[name] and say when it is done."""
+    t = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t
+    print(f"{name}: done in {seconds[name]:.1f} s", flush=True)
 
 
 def main(argv=None):
-    cfg, out, quick = parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
+    cfg, args = parse_args(sys.argv[1:] if argv is None else argv)
+    out, running = args.out, parts_of(cfg)
     try:
         check_config(cfg)
+        results = kept_parts(load_json(out, "results.json"), cfg, running, out)
         prepare_out(out)
     except (ValueError, OSError) as e:
         print(f"VI.py: error: {e}", file=sys.stderr)
         return 2
     print("configuration:", json.dumps(asdict(cfg)))
-    start = time.perf_counter()
-    rngs = make_rngs(cfg.seed)
-    data = make_data(cfg, rngs)
-    results = load_previous(out)
-    macros = results.pop("macros", {})
-    seconds = load_previous(out, "timings.json")
-    ctx = {"artifacts": {}, "seconds": seconds}
-    figs = {}
-    for part in parts_of(cfg):
-        t = time.perf_counter()
-        try:
-            res, mac, fig = RUNNERS[part](cfg, data, rngs, ctx)
-        except FloatingPointError as e:  # nothing has been written yet
-            print(f"VI.py: error: {e}", file=sys.stderr)
-            return 1
-        results[part] = res
-        macros.update(mac)
-        figs.update(fig)
-        seconds[part] = time.perf_counter() - t
-        print(f"{part}: done in {seconds[part]:.1f} s")
-    macros.update(seedValue=fmt(cfg.seed), nPoints=fmt(cfg.n), Kcomp=fmt(cfg.K), Rbig=fmt(cfg.R, 0),
-                  Rsmall=fmt(cfg.R_small, 0), Mprop=fmt(cfg.M), emRestarts=fmt(cfg.em_restarts),
-                  emTol=f"{cfg.em_tol:.0e}")
-    for name, fig in figs.items():
-        save_figure(fig, out, name)
-    ctx["artifacts"]["data.npz"] = lambda tmp: np.savez(open(tmp, "wb"), **data)
-    for name, write in ctx["artifacts"].items():
-        atomic_write(os.path.join(out, name), write)
-    results.update(config=asdict(cfg), quick=quick, macros=macros)
+    seconds = {k: v for k, v in load_json(out, "timings.json").items() if k.split("_")[0] in results}
+    start, extras = time.perf_counter(), {}
+
+    data = make_data(cfg)
+    try:
+        if "gmm" in running:  # problems 1.1-1.2: EM at both radii
+            with clock(seconds, "gmm"):
+                results["gmm"] = {
+                    "big": run_em(data["train"], data["test"], cfg.R, cfg, stream(cfg.seed, "em")),
+                    "small": run_em(data["train_small"], data["test_small"], cfg.R_small, cfg, stream(cfg.seed, "em small"))}
+        if "kde" in running:  # problem 1.3
+            with clock(seconds, "kde"):
+                results["kde"] = run_kde(data["train"], data["val"], data["test"], cfg)
+        if "ebm" in running:  # problems 1.4-1.7, compared with the KDE on the same test points
+            with clock(seconds, "ebm"):
+                results["ebm"], extras["ebm"] = run_ebm(data, cfg, results["kde"]["sigma"])
+            seconds.update(ebm_training=extras["ebm"]["training_seconds"],
+                           ebm_candidates=extras["ebm"]["candidate_seconds"])
+        if "vi" in running:  # problems 2.1-2.4
+            with clock(seconds, "vi"):
+                results["vi"], extras["vi"] = run_vi(data, cfg)
+    except FloatingPointError as e:  # nothing has been written yet
+        print(f"VI.py: error: {e}", file=sys.stderr)
+        return 1
+    for part in running:
+        results[part]["settings"] = settings_of(cfg, part)
+    results.update(config=json.loads(json.dumps(asdict(cfg))), quick=args.quick)
+
+    if not args.no_figures:  # figures, drawn from the numbers above
+        with clock(seconds, "figures"):
+            render_figures(out, figure_specs(cfg, data, results, extras, running))
+    files = {"data.npz": lambda tmp: np.savez(open(tmp, "wb"), **data)}
+    if "ebm" in running:
+        files["ebm_energy.pt"] = lambda tmp: ebm.save_energy(extras["ebm"]["energy"], tmp)
     seconds["total"] = time.perf_counter() - start
-    write_results(out, results, macros, seconds)
-    print(f"wrote {len(figs)} figures, results.json and results.tex to {out}/ "
-          f"in {time.perf_counter() - start:.1f} s")
+    write_outputs(out, results, seconds, files)
+    print(f"wrote results.json, results.tex and the data files to {out}/ in {seconds['total']:.1f} s")
     return 0
 
 

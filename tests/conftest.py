@@ -1,25 +1,48 @@
-import subprocess
-import sys
-from pathlib import Path
+import os
 
-import pytest
+# As in VI.py: numpy's OpenBLAS threads would otherwise spin on the core torch needs. It only
+# takes effect before numpy is loaded, which is why it comes first.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FIGURES = ["gmm_data", "em_history", "kde_sigma", "kde_density", "ebm_training", "ebm_density",
-           "kl_asymmetry", "kl_fits", "elbo_points", "elbo_K", "iwae"]
+FIGURES = ["em", "kde", "ebm_training", "ebm_density", "ebm_selection", "ebm_samples",
+           "kl", "elbo_points", "elbo_K", "iwae"]
 
 
 def run_vi(*args, script=ROOT / "VI.py", cwd=ROOT):
+    """python VI.py in a process of its own: for the tests where the process is the point."""
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           cwd=cwd, timeout=600)
 
 
+def main(*args):
+    """VI.main in this process: (exit status, stderr). argparse refusals raise SystemExit."""
+    import contextlib
+    import io
+
+    import VI
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = VI.main(list(map(str, args)))
+        except SystemExit as e:
+            status = e.code
+    return status, err.getvalue()
+
+
 @pytest.fixture(scope="session")
 def quick(tmp_path_factory):
-    """One `python VI.py --quick` run of the repository, shared by the tests that read it."""
+    """One `python VI.py --quick` run (figures included), shared by every test that only
+    reads its outputs."""
     out = tmp_path_factory.mktemp("quick")
-    proc = run_vi("--quick", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    status, err = main("--quick", "--out", out)
+    assert status == 0, err
     return out

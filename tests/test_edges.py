@@ -1,7 +1,6 @@
 """Numerics at the edges and faults: finite numbers or a clear error, never a silent NaN,
 and an interrupted run that leaves the previous outputs intact."""
 import math
-import os
 import signal
 import subprocess
 import sys

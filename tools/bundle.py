@@ -10,11 +10,8 @@ hence the same results for the same seed.
     python tools/bundle.py --vi-only OUT.py          # only write the self-contained VI.py
 """
 import argparse
-import ast
-import os
 import re
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -36,17 +33,18 @@ def _install(name, source):
 
 
 def bundled_vi():
-    """The text of the self-contained VI.py."""
+    """The text of the self-contained VI.py: VI.py's opening (its docstring and the thread
+    setting that must precede numpy), the three modules, then the rest of VI.py."""
     vi = (ROOT / "VI.py").read_text()
-    doc_end = ast.parse(vi).body[0].end_lineno  # VI.py opens with its docstring: keep it first
     lines = vi.splitlines(keepends=True)
-    parts = ["".join(lines[:doc_end]), LOADER]
+    first_import = next(i for i, line in enumerate(lines) if line.startswith("import argparse"))
+    parts = ["".join(lines[:first_import]), LOADER]
     for name in MODULES:
         source = (ROOT / f"{name}.py").read_text()
         if "'''" in source:
             raise ValueError(f"{name}.py contains ''' and cannot be embedded as a raw string")
         parts.append(f"_install({name!r}, r'''{source}''')\n\n")
-    parts.append("# ---- VI.py ----\n" + "".join(lines[doc_end:]))
+    parts.append("# ---- VI.py ----\n" + "".join(lines[first_import:]))
     return "".join(parts)
 
 
@@ -55,15 +53,12 @@ def check_netid(netid):
         raise ValueError(f"a netid of letters and digits is needed, e.g. NETID=ab1234 (got {netid!r})")
 
 
-def atomic_write_bytes(path, write):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def atomic_write(path, write):
+    """VI.py's write-then-rename, imported only when something is written: importing VI loads
+    torch, seconds that a refused netid should not wait for."""
+    sys.path.insert(0, str(ROOT))
+    from VI import atomic_write as write_then_rename
+    write_then_rename(str(path), write)
 
 
 def write_zip(netid, pdf, out_dir):
@@ -74,7 +69,7 @@ def write_zip(netid, pdf, out_dir):
             z.write(pdf, "theory.pdf")
             z.writestr("VI.py", bundled_vi())
 
-    atomic_write_bytes(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -88,7 +83,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         if args.vi_only:
-            atomic_write_bytes(Path(args.vi_only).resolve(), lambda tmp: Path(tmp).write_text(bundled_vi()))
+            atomic_write(Path(args.vi_only).resolve(), lambda tmp: Path(tmp).write_text(bundled_vi()))
             return 0
         check_netid(args.netid)
         if args.check:
