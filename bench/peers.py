@@ -1,32 +1,38 @@
-"""This project's KDE tuning and EM against the tools people would use instead, on the same
+"""This project's KDE tuning, EM and EBM against the tools people would use instead, on the same
 data, with wall times (median of --repeats runs) and ratios measured in the same run.
 
     python -m pip install -r requirements-dev.txt
-    python bench/peers.py [--seed 0] [--repeats 5] [--pipeline-runs 3]
+    python VI.py                      # the EBM row is read from its plots/results.json
+    python bench/peers.py [--seed 0] [--repeats 5] [--no-flow]
 
 Peers: scikit-learn's KernelDensity + GridSearchCV over the same sigma grid on the same
 train/validation split (PredefinedSplit; sklearn's bandwidth is a standard deviation, the
-assignment's sigma a variance, so bandwidth = sqrt(sigma)); scipy.stats.gaussian_kde with its
+homework's sigma a variance, so bandwidth = sqrt(sigma)); scipy.stats.gaussian_kde with its
 default (Scott) rule; scikit-learn's GaussianMixture (spherical covariances, since it cannot
-hold them at I; as many inits as our restarts). The true mixture is the ceiling for all.
+hold them at I; as many inits as our restarts); and, for density estimation with exact
+likelihoods, what a practitioner would reach for: a neural spline flow (zuko's NSF) trained by
+maximum likelihood, its depth, width and number of Adam steps chosen on the validation split.
+The true mixture is the ceiling for all.
 """
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import VI  # noqa: E402  (first: it sets the BLAS threads before numpy loads)
 import gmm_em  # noqa: E402
 import kde  # noqa: E402
-from VI import Config, make_data, make_rngs  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+FLOW_DEPTHS = (2, 4)  # spline transforms
+FLOW_WIDTHS = (32, 64)  # hidden units in each of the two layers of every conditioner
+FLOW_MAX_STEPS, FLOW_EVAL_EVERY, FLOW_PATIENCE = 4000, 50, 500
 
 
 def timed(fn, repeats):
@@ -44,7 +50,7 @@ def kde_rows(cfg, data, repeats):
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
     from sklearn.neighbors import KernelDensity
 
-    grid = np.logspace(np.log10(cfg.sigma_min), np.log10(cfg.sigma_max), cfg.sigma_num)
+    grid = kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num)
     train, val, test = data["train"], data["val"], data["test"]
     (sigma, _, scores), t_ours = timed(lambda: kde.tune_sigma(train, val, grid), repeats)
     sigma_grid = grid[int(np.argmax(scores))]
@@ -53,8 +59,7 @@ def kde_rows(cfg, data, repeats):
     split = PredefinedSplit(np.r_[-np.ones(len(train)), np.zeros(len(val))])
 
     def sklearn_search():
-        search = GridSearchCV(KernelDensity(kernel="gaussian"), {"bandwidth": np.sqrt(grid)},
-                              cv=split, refit=False)
+        search = GridSearchCV(KernelDensity(kernel="gaussian"), {"bandwidth": np.sqrt(grid)}, cv=split, refit=False)
         return search.fit(both).best_params_["bandwidth"] ** 2
 
     sigma_sk, t_sk = timed(sklearn_search, repeats)
@@ -75,61 +80,98 @@ def em_rows(cfg, data, repeats):
     from sklearn.mixture import GaussianMixture
 
     train, test = data["train"], data["test"]
-    rng_seed = np.random.SeedSequence(cfg.seed).generate_state(1)[0]  # for sklearn's inits
+    seed = int(np.random.SeedSequence(cfg.seed).generate_state(1)[0])  # for sklearn's inits
     # the driver's own EM stream, fresh each repeat, so the fit is the one in results.json
-    fit, t_ours = timed(lambda: gmm_em.fit_em(train, cfg.K, make_rngs(cfg.seed)["em"], cfg.em_restarts,
+    fit, t_ours = timed(lambda: gmm_em.fit_em(train, cfg.K, VI.stream(cfg.seed, "em"), cfg.em_restarts,
                                               cfg.em_tol, cfg.em_max_iter), repeats)
     gm, t_sk = timed(lambda: GaussianMixture(cfg.K, covariance_type="spherical", n_init=cfg.em_restarts,
-                                             tol=cfg.em_tol, max_iter=cfg.em_max_iter,
-                                             random_state=int(rng_seed)).fit(train), repeats)
+                                             tol=cfg.em_tol, max_iter=cfg.em_max_iter, random_state=seed).fit(train),
+                     repeats)
     return [
         ("EM, this project (Sigma = I fixed)", float(gmm_em.log_prob(test, fit.means, fit.weights).mean()),
          t_ours, f"{fit.n_iter} iterations"),
         ("EM, sklearn GaussianMixture (spherical)", float(gm.score(test)), t_sk,
-         f"variances {gm.covariances_.min():.2f}..{gm.covariances_.max():.2f}; "
-         f"time sklearn / ours = {t_sk / t_ours:.1f}"),
+         f"variances {gm.covariances_.min():.2f}..{gm.covariances_.max():.2f}; time sklearn / ours = {t_sk / t_ours:.1f}"),
     ]
 
 
-def pipeline_runs(runs, seed):
-    """Wall times of `python VI.py`, and the results.json and timings.json of the last run."""
-    times = []
-    with tempfile.TemporaryDirectory() as out:
-        for _ in range(runs):
-            t = time.perf_counter()
-            subprocess.run([sys.executable, str(ROOT / "VI.py"), "--seed", str(seed), "--out", out],
-                           check=True, capture_output=True, cwd=ROOT)
-            times.append(time.perf_counter() - t)
-        read = lambda name: json.loads((Path(out) / name).read_text())
-        return times, read("results.json"), read("timings.json")
+def train_flow(depth, width, train, val, seed):
+    """A neural spline flow fitted by maximum likelihood (full-batch Adam) on standardised
+    data; the step count is chosen by the validation log-likelihood, scored every
+    FLOW_EVAL_EVERY steps, with early stopping after FLOW_PATIENCE steps without progress.
+    Returns (log-density function on numpy points, best validation LL, best step, seconds)."""
+    import zuko
+    torch.manual_seed(seed)
+    shift, scale = train.mean(0), train.std(0)  # from the training split only
+    z = lambda x: torch.as_tensor((x - shift) / scale, dtype=torch.float32)
+    log_jac = -np.log(scale).sum()  # log |d z / d x|
+    flow = zuko.flows.NSF(features=2, transforms=depth, hidden_features=(width, width))
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    x_train, x_val = z(train), z(val)
+    best, best_step, best_state, start = -np.inf, 0, None, time.perf_counter()
+    for step in range(FLOW_MAX_STEPS + 1):
+        if step % FLOW_EVAL_EVERY == 0:
+            with torch.no_grad():
+                v = float(flow().log_prob(x_val).mean()) + log_jac
+            if v > best:
+                best, best_step, best_state = v, step, {k: t.clone() for k, t in flow.state_dict().items()}
+            elif step - best_step >= FLOW_PATIENCE:
+                break
+        opt.zero_grad()
+        (-flow().log_prob(x_train).mean()).backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    flow.load_state_dict(best_state)
+
+    def log_density(x):
+        with torch.no_grad():
+            return flow().log_prob(z(x)).double().numpy() + log_jac
+
+    return log_density, best, best_step, seconds
+
+
+def flow_rows(cfg, data):
+    """The flow whose (depth, width) gives the best validation log-likelihood, scored on test."""
+    fits = {(d, w): train_flow(d, w, data["train"], data["val"], cfg.seed) for d in FLOW_DEPTHS for w in FLOW_WIDTHS}
+    (depth, width), (log_density, val, step, seconds) = max(fits.items(), key=lambda kv: kv[1][1])
+    search = sum(f[3] for f in fits.values())
+    tried = ", ".join(f"{d}x{w}: {f[1]:.3f}" for (d, w), f in fits.items())
+    return [(f"neural spline flow (zuko NSF), chosen on validation", float(log_density(data["test"]).mean()), seconds,
+             f"{depth} transforms, width {width}, {step} Adam steps; validation LL by depth x width: {tried}; "
+             f"whole search {search:.0f} s")]
+
+
+def ebm_rows(results, timings):
+    e = results["ebm"]
+    return [("EBM, this project (A by quadrature)", e["test_ll_grid"], timings["ebm_training"],
+             f"{e['chosen']}; fresh-IS A gives {e['test_ll_fresh_is']:.4f}; time = selection of "
+             f"{e['candidates']} candidates and training")]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--pipeline-runs", type=int, default=3, help="0 skips timing python VI.py")
+    p.add_argument("--results", default=str(ROOT / "plots" / "results.json"), help="the EBM row's pipeline run")
+    p.add_argument("--no-flow", action="store_true", help="skip the normalising flow (minutes)")
     args = p.parse_args(argv)
-    cfg = Config(seed=args.seed)
-    data = make_data(cfg, make_rngs(cfg.seed))
-    means, weights = gmm_em.ring_means(cfg.K, cfg.R), gmm_em.uniform_weights(cfg.K)
-    oracle = float(gmm_em.log_prob(data["test"], means, weights).mean())
+    VI.keep_freed_memory()
+    cfg = VI.Config(seed=args.seed)
+    data = VI.make_data(cfg)
+    oracle = float(gmm_em.log_prob(data["test"], *gmm_em.ring(cfg.K, cfg.R)).mean())
     rows = kde_rows(cfg, data, args.repeats) + em_rows(cfg, data, args.repeats)
-    if args.pipeline_runs:
-        times, results, seconds = pipeline_runs(args.pipeline_runs, cfg.seed)
-        e = results["ebm"]
-        rows.append(("EBM, this project (A by quadrature)", e["test_ll_grid"],
-                     seconds["ebm_training"],
-                     f"fresh-IS A gives {e['test_ll_fresh_is']:.4f}; time = training only"))
-    print(f"seed {cfg.seed}, n = {cfg.n} per split, K = {cfg.K}, R = {cfg.R:g}; "
-          f"median of {args.repeats} runs\n")
-    print(f"| method | test LL (nats) | gap to truth | time (s) | notes |\n|---|---|---|---|---|")
+    if not args.no_flow:
+        rows += flow_rows(cfg, data)
+    results_path = Path(args.results)
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+        if results["config"]["seed"] == args.seed and "ebm" in results:
+            rows += ebm_rows(results, json.loads((results_path.parent / "timings.json").read_text()))
+    print(f"seed {cfg.seed}, n = {cfg.n} per split, K = {cfg.K}, R = {cfg.R:g}; median of {args.repeats} runs\n")
+    print("| method | test LL (nats) | gap to truth | time (s) | notes |\n|---|---|---|---|---|")
     print(f"| true mixture (ceiling) | {oracle:.4f} | 0 | - | |")
     for name, ll, t, note in rows:
         print(f"| {name} | {ll:.4f} | {oracle - ll:.4f} | {t:.4f} | {note} |")
-    if args.pipeline_runs:
-        print(f"\npython VI.py end to end: median {statistics.median(times):.1f} s over {len(times)} runs "
-              f"(min {min(times):.1f}, max {max(times):.1f}); target <= 30 s")
 
 
 if __name__ == "__main__":

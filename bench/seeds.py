@@ -1,21 +1,24 @@
-"""Robustness across seeds: run the whole pipeline for several seeds, summarise every headline
-number (mean, standard deviation, min, max) and check the claims the write-up makes.
+"""Robustness across seeds: the whole pipeline (numbers only) for several seeds, the spread of
+every headline number, which (tau, H) each seed's EBM selection picks, and on how many seeds
+each claim of the write-up holds.
 
-    python bench/seeds.py [--seeds 10] [--quick] [--json seeds.json] [--tex plots/seeds.tex]
+    python bench/seeds.py [--seeds 10] [--jobs 2] [--quick] [--json F] [--tex plots/seeds.tex]
+                          [--reuse plots/results.json]
 
---tex writes LaTeX macros of the spread and of how often each claim holds, which theory.pdf
-quotes (`make pdf` runs this with 10 seeds).
-
-Exit status 1 if any number is NaN or infinite (or, with --strict, if any claim fails for
-some seed). Claims that hold only for most seeds are reported, and theory.pdf quotes the
-counts rather than claiming more than the runs show.
+Seeds run two at a time by default (one process per seed, one torch thread each). --reuse
+takes an existing results.json for its seed instead of recomputing it, if it was computed
+with the same settings. --tex writes LaTeX macros that theory.pdf quotes (`make pdf` runs
+this). Exit status 1 if a number is NaN or infinite, or, with --strict, if a claim fails on
+some seed. Claims that hold on only some seeds are reported with the seeds where they fail.
 """
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,118 +26,142 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 HEADLINES = {  # name: path into results.json
-    "EM R=10 mean |mu error|": ("gmm", "R10", "mean_dist"),
-    "EM R=10 max |pi error|": ("gmm", "R10", "max_pi_err"),
-    "EM R=1 mean |mu error|": ("gmm", "R1", "mean_dist"),
-    "EM R=1 test LL fit - truth": None,
-    "KDE sigma": ("kde", "sigma"),
-    "KDE test LL": ("kde", "test_ll"),
-    "EBM test LL (grid A)": ("ebm", "test_ll_grid"),
-    "EBM test LL (fresh IS A)": ("ebm", "test_ll_fresh_is"),
-    "EBM test LL (training IS A)": ("ebm", "test_ll_train_is"),
-    "true mixture test LL": ("ebm", "oracle_test_ll"),
-    "EBM best step": ("ebm", "best_step"),
-    "uniform-q bound, R=10": ("vi", "elbo", "R10", "unif"),
-    "posterior bound, R=10": ("vi", "elbo", "R10", "post"),
+    "EM R=10 mean |mu error|": "gmm.big.mean_dist",
+    "EM R=1 mean |mu error|": "gmm.small.mean_dist",
+    "KDE sigma": "kde.sigma",
+    "KDE test LL": "kde.test_ll",
+    "EBM test LL (grid A)": "ebm.test_ll_grid",
+    "EBM minus KDE (paired)": "ebm.ebm_minus_kde",
+    "truth minus EBM (paired)": "ebm.oracle_minus_ebm",
+    "EBM uninformed tau minus KDE": "ebm.uninformed_minus_kde",
+    "A: grid minus training IS": "ebm.A_grid_minus_train",
+    "A: grid minus fresh IS": "ebm.A_grid_minus_fresh",
+    "IS gradient rel. error at the kept iterate": None,
+    "MALA radius KS distance": "ebm.samples.ks_radius",
+    "uniform-q gap, R=10": "vi.elbo.big.gap",
 }
 
 
 def get(results, path):
-    for key in path:
+    for key in path.split("."):
         results = results[key]
-    return float(results)
+    return results
 
 
 def headline_values(r):
-    out = {}
-    for name, path in HEADLINES.items():
-        if path is not None:
-            out[name] = get(r, path)
-    out["EM R=1 test LL fit - truth"] = r["gmm"]["R1"]["test_ll"] - r["gmm"]["R1"]["test_ll_true"]
+    out = {name: float(get(r, path)) for name, path in HEADLINES.items() if path}
+    out["IS gradient rel. error at the kept iterate"] = r["ebm"]["gradient"][-1]["rel_err_train"]
     return out
 
 
-CLAIMS = {  # what theory.pdf says, as a test on one seed's results
-    "EBM fresh-IS and grid A agree within 0.01": lambda r: abs(r["ebm"]["A_fresh_is"] - r["ebm"]["A_grid"]) < 0.01,
-    "EBM beats the KDE on test LL": lambda r: r["ebm"]["test_ll_grid"] > r["kde"]["test_ll"],
-    "EBM within 0.05 nats of the true mixture": lambda r: r["ebm"]["oracle_test_ll"] - r["ebm"]["test_ll_grid"] < 0.05,
-    "EM at R=10 recovers the means (mean error < 0.25)": lambda r: r["gmm"]["R10"]["mean_dist"] < 0.25,
-    "EM at R=1 does not (mean error > 0.2)": lambda r: r["gmm"]["R1"]["mean_dist"] > 0.2,
-    "EM at R=1 about as likely as the truth (|test LL diff| < 0.02)":
-        lambda r: abs(r["gmm"]["R1"]["test_ll"] - r["gmm"]["R1"]["test_ll_true"]) < 0.02,
-    "training-sample IS makes the EBM look better than it is":
-        lambda r: r["ebm"]["test_ll_train_is"] > r["ebm"]["test_ll_grid"],
-    "KDE's tuned sigma beats Scott's rule": lambda r: r["kde"]["test_ll"] > r["kde"]["scott_test_ll"],
-    "uniform-q bound below the posterior bound, R=10 and R=1": lambda r: all(
-        r["vi"]["elbo"][R]["unif"] < r["vi"]["elbo"][R]["post"] for R in ("R10", "R1")),
+CLAIMS = {  # what theory.pdf says, as a test of one seed's results
+    "chosen": ("validation picks tau = 1", lambda r: r["ebm"]["tau"] == 1.0),
+    "beatsKde": ("the EBM's test LL beats the KDE's", lambda r: r["ebm"]["ebm_minus_kde"] > 0),
+    "beatsKdeTwoSE": ("... by more than 2 paired s.e.",
+                      lambda r: r["ebm"]["ebm_minus_kde"] > 2 * r["ebm"]["ebm_minus_kde_se"]),
+    "uninformedLoses": ("the largest tau loses to the KDE", lambda r: r["ebm"]["uninformed_minus_kde"] < 0),
+    "freshAgrees": ("fresh-sample IS A within 3 s.e. of quadrature",
+                    lambda r: abs(r["ebm"]["A_grid_minus_fresh"]) < 3 * r["ebm"]["A_fresh_se"]),
+    "trainOptimistic": ("training-sample IS overstates the test LL",
+                        lambda r: r["ebm"]["test_ll_train_is"] > r["ebm"]["test_ll_grid"]),
+    "gradAccurate": ("IS gradient within 5% of quadrature at the kept iterate",
+                     lambda r: r["ebm"]["gradient"][-1]["rel_err_train"] < 0.05),
+    "malaAgrees": ("MALA radii pass KS against exact draws (p > 0.01)",
+                   lambda r: r["ebm"]["samples"]["p_radius"] > 0.01),
+    "emBig": ("EM at R = 10 recovers the means (mean error < 0.25)", lambda r: r["gmm"]["big"]["mean_dist"] < 0.25),
+    "emSmall": ("EM at R = 1 does not (mean error > 0.2)", lambda r: r["gmm"]["small"]["mean_dist"] > 0.2),
+    "emSmallLL": ("... yet is within 0.02 nats of the truth's test LL",
+                  lambda r: abs(r["gmm"]["small"]["test_ll"] - r["gmm"]["small"]["test_ll_true"]) < 0.02),
+    "kdeBeatsScott": ("the tuned KDE beats Scott's rule", lambda r: r["kde"]["test_ll"] > r["kde"]["scott_test_ll"]),
+    "boundsOrdered": ("L(Unif) < L(posterior) = log p at both radii", lambda r: all(
+        r["vi"]["elbo"][k]["unif"] < r["vi"]["elbo"][k]["post"] for k in ("big", "small"))),
 }
+
+
+def run_seed(seed, quick, reuse):
+    """results.json of one seed: reused if reuse holds this seed's results at the same settings."""
+    args = ["--seed", str(seed)] + (["--quick"] if quick else [])
+    if reuse and Path(reuse).exists():
+        old = json.loads(Path(reuse).read_text())
+        sys.path.insert(0, str(ROOT))
+        import VI
+        cfg, _ = VI.parse_args(args)
+        if all(part in old and old[part].get("settings") == VI.settings_of(cfg, part) for part in VI.PARTS):
+            return old
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two seeds at a time, one core each
+        subprocess.run([sys.executable, str(ROOT / "VI.py"), *args, "--no-figures", "--out", out],
+                       check=True, capture_output=True, cwd=ROOT, env=env)
+        return json.loads((Path(out) / "results.json").read_text())
 
 
 def seed_macros(runs, passes):
     """LaTeX macros (name -> text) summarising the runs, for theory.pdf."""
-    col = lambda f: np.array([f(r) for r in runs])
-    ebm_gap = col(lambda r: r["ebm"]["oracle_test_ll"] - r["ebm"]["test_ll_grid"])
-    kde_gap = col(lambda r: r["ebm"]["oracle_test_ll"] - r["kde"]["test_ll"])
-    over_kde = col(lambda r: r["ebm"]["test_ll_grid"] - r["kde"]["test_ll"])
-    fresh_grid = col(lambda r: abs(r["ebm"]["A_fresh_is"] - r["ebm"]["A_grid"]))
-    optimism = col(lambda r: r["ebm"]["test_ll_train_is"] - r["ebm"]["test_ll_grid"])
-    em_ten = col(lambda r: r["gmm"]["R10"]["mean_dist"])
-    em_one = col(lambda r: r["gmm"]["R1"]["mean_dist"])
-    em_one_ll = col(lambda r: abs(r["gmm"]["R1"]["test_ll"] - r["gmm"]["R1"]["test_ll_true"]))
+    col = lambda path: np.array([float(get(r, path)) for r in runs])
     f = lambda x, d=3: f"{x:.{d}f}"
-    return {"seedsN": str(len(runs)), "seedsEbmGapMean": f(ebm_gap.mean()), "seedsEbmGapMax": f(ebm_gap.max()),
-            "seedsKdeGapMean": f(kde_gap.mean()), "seedsEbmOverKdeMin": f(over_kde.min()),
-            "seedsEbmOverKdeMean": f(over_kde.mean()), "seedsFreshGridMax": f"{fresh_grid.max():.1e}",
-            "seedsOptimismMean": f(optimism.mean(), 4), "seedsOptimismMin": f(optimism.min(), 4),
-            "seedsOptimisticCount": str(int((optimism > 0).sum())),
-            "seedsEmTenMeanDistMax": f(em_ten.max(), 2), "seedsEmOneMeanDistMin": f(em_one.min(), 2),
-            "seedsEmOneLLDiffMax": f(em_one_ll.max()),
-            "seedsClaimsHeld": str(sum(all(h) for h in passes.values())), "seedsClaims": str(len(passes))}
-
-
-def run_seed(seed, quick):
-    with tempfile.TemporaryDirectory() as out:
-        args = [sys.executable, str(ROOT / "VI.py"), "--seed", str(seed), "--out", out]
-        subprocess.run(args + (["--quick"] if quick else []), check=True, capture_output=True, cwd=ROOT)
-        return json.loads((Path(out) / "results.json").read_text())
+    over_kde, over_se = col("ebm.ebm_minus_kde"), col("ebm.ebm_minus_kde_se")
+    picks = [r["ebm"]["chosen"] for r in runs]
+    common = max(set(picks), key=picks.count)
+    tex = lambda name: name.replace("tau=", "$\\tau$=").replace(",", ", ")
+    out = {"seedsN": str(len(runs)), "seedsClaims": str(len(passes)),
+           "seedsClaimsHeld": str(sum(all(h) for h in passes.values())),
+           "seedsEbmOverKdeMin": f(over_kde.min()), "seedsEbmOverKdeMax": f(over_kde.max()),
+           "seedsEbmOverKdeMean": f(over_kde.mean()), "seedsEbmOverKdeSEMax": f(over_se.max()),
+           "seedsEbmGapMean": f(col("ebm.oracle_minus_ebm").mean()), "seedsEbmGapMax": f(col("ebm.oracle_minus_ebm").max()),
+           "seedsUninformedOverKdeMax": f(col("ebm.uninformed_minus_kde").max()),
+           "seedsOptimismMean": f(col("ebm.A_grid_minus_train").mean(), 4),
+           "seedsFreshGridMax": f"{np.abs(col('ebm.A_grid_minus_fresh')).max():.1e}",
+           "seedsGradErrMax": f(max(r["ebm"]["gradient"][-1]["rel_err_train"] for r in runs)),
+           "seedsEmBigMeanDistMax": f(col("gmm.big.mean_dist").max(), 2),
+           "seedsEmSmallMeanDistMin": f(col("gmm.small.mean_dist").min(), 2),
+           "seedsEmSmallLLDiffMax": f(np.abs(col("gmm.small.test_ll") - col("gmm.small.test_ll_true")).max()),
+           "seedsCommonPick": tex(common), "seedsCommonPickCount": str(picks.count(common)),
+           "seedsPicks": "; ".join(f"{tex(p)} on {picks.count(p)}" for p in sorted(set(picks), key=lambda p: -picks.count(p)))}
+    for key, hits in passes.items():
+        out[f"seedsHeld{key[0].upper()}{key[1:]}"] = str(sum(hits))
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--jobs", type=int, default=2, help="seeds run at the same time (default 2)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--reuse", help="a results.json to reuse for its seed when its settings match")
     p.add_argument("--json", help="also write the per-seed values here")
     p.add_argument("--tex", help="also write LaTeX macros of the summary here")
     p.add_argument("--strict", action="store_true", help="exit 1 if any claim fails for any seed")
     args = p.parse_args(argv)
-    per_seed, runs, passes, ok = [], [], {c: [] for c in CLAIMS}, True
-    for seed in range(args.seeds):
-        r = run_seed(seed, args.quick)
-        runs.append(r)
-        per_seed.append(headline_values(r))
-        for claim, check in CLAIMS.items():
-            passes[claim].append(bool(check(r)))
-        print(f"seed {seed}: done", file=sys.stderr)
+    with ThreadPoolExecutor(args.jobs) as pool:  # threads that wait on one process each
+        runs = list(pool.map(lambda s: run_seed(s, args.quick, args.reuse), range(args.seeds)))
+    per_seed = [headline_values(r) for r in runs]
+    passes = {key: [bool(check(r)) for r in runs] for key, (_, check) in CLAIMS.items()}
+    ok = True
     print(f"{args.seeds} seeds{' (quick settings)' if args.quick else ''}\n")
     print("| number | mean | sd | min | max |\n|---|---|---|---|---|")
     for name in per_seed[0]:
         v = np.array([s[name] for s in per_seed])
         ok &= bool(np.isfinite(v).all())
-        print(f"| {name} | {v.mean():.4f} | {v.std(ddof=1) if len(v) > 1 else math.nan:.4f} | "
-              f"{v.min():.4f} | {v.max():.4f} |")
+        sd = v.std(ddof=1) if len(v) > 1 else math.nan
+        print(f"| {name} | {v.mean():.4f} | {sd:.4f} | {v.min():.4f} | {v.max():.4f} |")
+    print("\n| seed | chosen (tau, H) | EBM - KDE (s.e.) |\n|---|---|---|")
+    for s, r in enumerate(runs):
+        print(f"| {s} | {r['ebm']['chosen']} | {r['ebm']['ebm_minus_kde']:.4f} ({r['ebm']['ebm_minus_kde_se']:.4f}) |")
     print("\n| claim | seeds where it holds |\n|---|---|")
-    for claim, hits in passes.items():
+    for key, hits in passes.items():
         ok &= all(hits) or not args.strict
         failed = [s for s, h in enumerate(hits) if not h]
-        print(f"| {claim} | {sum(hits)}/{len(hits)}" + (f" (fails for seeds {failed})" if failed else "") + " |")
+        print(f"| {CLAIMS[key][0]} | {sum(hits)}/{len(hits)}" + (f" (fails for seeds {failed})" if failed else "") + " |")
+    sys.path.insert(0, str(ROOT))
+    from VI import atomic_write
     if args.json:
-        Path(args.json).write_text(json.dumps({"per_seed": per_seed, "claims": passes}, indent=1))
+        text = json.dumps({"per_seed": per_seed, "claims": passes,
+                           "chosen": [r["ebm"]["chosen"] for r in runs]}, indent=1)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     if args.tex:
         lines = [f"% Generated by bench/seeds.py over {args.seeds} seeds; do not edit."]
         lines += [f"\\newcommand{{\\{k}}}{{{v}}}" for k, v in seed_macros(runs, passes).items()]
-        tmp = Path(args.tex).with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(args.tex)  # atomic: theory.pdf never reads half a file
+        atomic_write(args.tex, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))  # never half a file
     return 0 if ok else 1
 
 
