@@ -96,7 +96,7 @@ class Config:
 
 
 QUICK = dict(n=200, em_restarts=2, sigma_num=15, M=1000, M_val=2000, M_fresh=20000,
-             ebm_taus=(1.0, 4.0), ebm_widths=(8, 16), ebm_rungs=(10, 40), ebm_checkpoints=(0, 10),
+             ebm_taus=(1.0, 4.0), ebm_widths=(8, 16), ebm_rungs=(20, 60), ebm_checkpoints=(0, 10),
              grad_samples=4, grid_step=0.25, mala_chains=200, mala_adapt=40, mala_steps=40,
              kl_grid=(-30.0, 30.0, 0.02), K_max=1000, limit_points=60, iwae_k_max=64,
              iwae_points=30, iwae_reps=100)
@@ -548,6 +548,18 @@ def bounds(x, means, checks=True):
     return out
 
 
+def expected_gap_quadrature(R, K, step=0.1):
+    """E_p[log p(x) - L(Unif)(x)], the population value of the uniform-q gap, by the midpoint
+    rule on a square that holds all but a negligible part of p (R + 12 standard deviations)."""
+    half = R + 12.0
+    axis = -half + step * (np.arange(int(round(2 * half / step))) + 0.5)
+    gx, gy = np.meshgrid(axis, axis)
+    g = np.stack([gx.ravel(), gy.ravel()], 1)
+    means = gmm_em.ring_means(K, R)
+    log_p = gmm_em.log_prob(g, means, gmm_em.uniform_weights(K))
+    return float((np.exp(log_p) * (log_p - elbo_uniform_closed(g, means))).sum() * step * step)
+
+
 def summarise_bounds(b, R):
     mean = lambda a: float(np.mean(a))
     return dict(R=R, unif=mean(b["unif"]), post=mean(b["post"]), log_p=mean(b["log_p"]),
@@ -624,8 +636,11 @@ def run_vi(data, cfg):
     of both radii for the figures)."""
     radii = dict(big=(cfg.R, data["test"]), small=(cfg.R_small, data["test_small"]))
     per_point = {key: bounds(x, gmm_em.ring_means(cfg.K, R)) for key, (R, x) in radii.items()}
-    res = dict(kl=kl_experiment(cfg),
-               elbo={key: summarise_bounds(per_point[key], R) for key, (R, _) in radii.items()},
+    elbo_res = {key: summarise_bounds(per_point[key], R) for key, (R, _) in radii.items()}
+    for key, (R, _) in radii.items():  # the population values the sample means estimate
+        elbo_res[key].update(expected_gap=expected_gap_quadrature(R, cfg.K),
+                             expected_unif=float(-gmm_em.LOG_2PI - 1 - R ** 2))
+    res = dict(kl=kl_experiment(cfg), elbo=elbo_res,
                limit=limit_experiment(data["test"], data["test_small"], cfg),
                iwae={key: iwae_experiment(x, R, cfg, stream(cfg.seed, f"iwae {key}")) for key, (R, x) in radii.items()})
     return res, per_point
@@ -948,7 +963,7 @@ MACROS = {
     "ebmChosen": ("ebm.chosen", "s"), "ebmTau": ("ebm.tau", "g"), "ebmHidden": ("ebm.hidden", "d"),
     "ebmCandidates": ("ebm.candidates", "d"), "ebmIters": ("ebm.iterations", "d"),
     "ebmBestIter": ("ebm.best_iteration", "d"), "ebmValLL": ("ebm.val_ll", ".3f"),
-    "ebmTauMax": ("ebm.uninformed", "s"), "ebmTestLLUninformed": ("ebm.test_ll_uninformed", ".3f"),
+    "ebmTestLLUninformed": ("ebm.test_ll_uninformed", ".3f"),
     "ebmUninformedMinusKde": ("ebm.uninformed_minus_kde", ".3f"),
     "ebmChosenMinusUninformed": ("ebm.chosen_minus_uninformed", ".3f"),
     "ebmMval": ("config.M_val", "d"), "ebmEvalEvery": ("config.eval_every", "d"),
@@ -965,14 +980,25 @@ MACROS = {
     "ebmJensenSE": ("ebm.jensen_se", ".3f"),
     "ebmMinusKde": ("ebm.ebm_minus_kde", ".3f"), "ebmMinusKdeSE": ("ebm.ebm_minus_kde_se", ".3f"),
     "oracleMinusEbm": ("ebm.oracle_minus_ebm", ".3f"), "oracleMinusEbmSE": ("ebm.oracle_minus_ebm_se", ".3f"),
-    "klFromJensen": ("ebm.kl_from_jensen", ".3f"), "klFromJensenSE": ("ebm.kl_from_jensen_se", ".3f"),
+    "klFromJensen": ("ebm.kl_from_jensen", ".4f"), "klFromJensenSE": ("ebm.kl_from_jensen_se", ".4f"),
     "oracleTestLL": ("ebm.oracle_test_ll", ".3f"),
     "malaChains": ("ebm.samples.chains", "d"), "malaSteps": ("ebm.samples.steps", "d"),
     "malaAdapt": ("ebm.samples.adapt", "d"), "malaAcceptance": ("ebm.samples.acceptance", ".2f"),
     "malaStepSize": ("ebm.samples.step_size", ".2f"), "malaKSRadius": ("ebm.samples.ks_radius", ".3f"),
     "malaPRadius": ("ebm.samples.p_radius", ".2f"), "malaKSAngle": ("ebm.samples.ks_angle", ".3f"),
     "malaPAngle": ("ebm.samples.p_angle", ".2f"), "malaSwitched": ("ebm.samples.switched", ".3f"),
-    "gradSamples": ("config.grad_samples", "d"),
+    "gradSamples": ("config.grad_samples", "d"), "gradCheckpoints": ("config.ebm_checkpoints", "list"),
+    "gradRelTrainStart": ("ebm.gradient.0.rel_err_train", ".2f"), "gradRelFreshStart": ("ebm.gradient.0.rel_err_fresh", ".2f"),
+    "gradRelTrainEnd": ("ebm.gradient.-1.rel_err_train", ".3f"), "gradRelFreshEnd": ("ebm.gradient.-1.rel_err_fresh", ".3f"),
+    "gradRelFreshEndSD": ("ebm.gradient.-1.rel_err_fresh_sd", ".3f"), "gradCosEnd": ("ebm.gradient.-1.cos_train", ".4f"),
+    "gradRelTrainTen": ("ebm.gradient.1.rel_err_train", ".2f"),
+    "ebmTaus": ("config.ebm_taus", "list"), "ebmWidths": ("config.ebm_widths", "list"),
+    "ebmRungs": ("config.ebm_rungs", "list"), "ebmPatience": ("config.ebm_patience", "d"),
+    "ebmChosenTeX": ("ebm.chosen", "candidate"), "ebmUninformedTeX": ("ebm.uninformed", "candidate"),
+    "ebmTestLLGridSE": ("ebm.test_ll_grid_se", ".3f"), "ebmValLLUninformed": ("ebm.val_ll_uninformed", ".3f"),
+    "ebmUninformedMinusKdeSE": ("ebm.uninformed_minus_kde_se", ".3f"),
+    "ebmChosenMinusUninformedSE": ("ebm.chosen_minus_uninformed_se", ".3f"),
+    "oracleValLL": ("ebm.oracle_val_ll", ".3f"), "kdeTestLLEbm": ("ebm.kde_test_ll", ".3f"),
     "klPQ": ("vi.kl.kl_pq", ".2f"), "klQP": ("vi.kl.kl_qp", ".2f"), "klGridDelta": ("vi.kl.grid_delta", ".0e"),
     "fwdMu": ("vi.kl.forward.mu", ".2f"), "fwdSd": ("vi.kl.forward.sd", ".2f"),
     "revMu": ("vi.kl.reverse_best.mu", ".2f"), "revSd": ("vi.kl.reverse_best.sd", ".2f"),
@@ -984,29 +1010,71 @@ MACROS = {
     "iwaeReps": ("config.iwae_reps", "d"),
     **{f"vi{name}{tag}": (f"vi.elbo.{key}.{field}", ".3f")
        for tag, key in (("Big", "big"), ("Small", "small"))
-       for name, field in (("Unif", "unif"), ("Post", "post"), ("Logp", "log_p"), ("Gap", "gap"))},
+       for name, field in (("Unif", "unif"), ("Post", "post"), ("Logp", "log_p"), ("Gap", "gap"),
+                           ("ExpGap", "expected_gap"), ("ExpUnif", "expected_unif"), ("GapMin", "gap_min"),
+                           ("GapMax", "gap_max"))},
 }
 
 
 def lookup(results, path):
     for key in path.split("."):
-        results = results[key]
+        results = results[int(key)] if isinstance(results, list) else results[key]
     return results
 
 
 def format_macro(value, spec):
-    text = format(int(value) if spec == "d" else value, spec)
-    return text.replace("_", "\\_")
+    """A value as LaTeX prints it: a format spec, or 'list' (comma-separated) or 'candidate'
+    ('tau=1,H=32' as $\\tau=1$, $H=32$)."""
+    if spec == "list":
+        return ", ".join(f"{v:g}" for v in value)
+    if spec == "candidate":
+        return ", ".join(f"${part}$" for part in value.replace("tau", "\\tau").split(","))
+    return format(int(value) if spec == "d" else value, spec)
+
+
+# Facts of a run that the write-up states in words: macro name -> function of the results.
+STATEMENTS = {
+    "emStopped": lambda r: ("both kept fits stopped by the tolerance rule"
+                            if r["gmm"]["big"]["converged"] and r["gmm"]["small"]["converged"]
+                            else "a kept fit reached the iteration cap before the tolerance"),
+    "ebmBeatsKde": lambda r: "higher" if r["ebm"]["ebm_minus_kde"] > 0 else "lower",
+    "ebmBeatsKdeSignificance": lambda r: (
+        "more than two" if abs(r["ebm"]["ebm_minus_kde"]) > 2 * r["ebm"]["ebm_minus_kde_se"] else "less than two"),
+    "ebmUninformedVerdict": lambda r: (
+        f"{'loses to' if r['ebm']['uninformed_minus_kde'] < 0 else 'beats'} the KDE by "
+        f"{abs(r['ebm']['uninformed_minus_kde']):.3f}"),
+    "ebmAFreshVerdict": lambda r: sigma_verdict(r["ebm"]["A_grid_minus_fresh"], r["ebm"]["A_fresh_se"]),
+    "ebmATrainVerdict": lambda r: (
+        "on one seed that cannot be told apart from noise"
+        if abs(r["ebm"]["A_grid_minus_train"]) < 2 * r["ebm"]["A_train_se"] else "more than two of them"),
+    "ebmTauCovered": lambda r: ("which holds for the chosen model" if r["ebm"]["tau"] ** 2 < 2 else
+                                "which the chosen $\\tau$ does not satisfy, so there it rests on the learned network"),
+    "gradFixedVersusFresh": lambda r: (
+        "within two standard deviations of" if abs(r["ebm"]["gradient"][-1]["rel_err_train"] - r["ebm"]["gradient"][-1]["rel_err_fresh"])
+        < 2 * r["ebm"]["gradient"][-1]["rel_err_fresh_sd"] else "outside two standard deviations of"),
+}
+
+
+def sigma_verdict(difference, se):
+    """Where a difference lies against its standard error, in words."""
+    ratio = abs(difference) / se
+    return ("inside its standard error" if ratio < 1 else
+            "within two standard errors" if ratio < 2 else "more than two standard errors away")
 
 
 def macros_of(results):
-    """{macro: text} for every macro of MACROS whose number is in results."""
+    """{macro: text} for every macro of MACROS and STATEMENTS that results can fill."""
     out = {}
     for name, (path, spec) in MACROS.items():
         try:
             out[name] = format_macro(lookup(results, path), spec)
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             continue  # a part that has not run yet
+    for name, statement in STATEMENTS.items():
+        try:
+            out[name] = statement(results)
+        except (KeyError, TypeError):
+            continue
     return out
 
 
@@ -1017,6 +1085,9 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 would outlive the rename
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

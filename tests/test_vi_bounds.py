@@ -297,3 +297,14 @@ def test_quick_run_has_every_section2_figure_and_macro(quick):
     assert {"kl", "elbo", "limit", "iwae"} <= vi.keys()
     assert max(vi["elbo"][r][key] for r in ("big", "small")
                for key in ("gap_kl_err", "closed_err", "post_err")) < 1e-10
+
+
+@pytest.mark.parametrize("R", [1.0, 10.0])
+def test_population_gap_by_quadrature_matches_a_large_sample(R):
+    # the midpoint rule against a Monte Carlo mean of 200 000 draws (4 s.e.)
+    rng = np.random.default_rng(12)
+    x = gmm_em.sample(200_000, *ring(10, R), rng)[0]
+    gap = VI.bounds(x, gmm_em.ring_means(10, R))["gap"]
+    assert abs(VI.expected_gap_quadrature(R, 10) - gap.mean()) < 4 * gap.std() / np.sqrt(len(gap))
+    # and the bound R^2 - log K <= E[gap] <= R^2 of the text
+    assert R ** 2 - np.log(10) <= VI.expected_gap_quadrature(R, 10) <= R ** 2
