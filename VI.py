@@ -366,7 +366,7 @@ def run_ebm(data, cfg, kde_sigma):
     rng = stream(cfg.seed, "fresh proposal")
     fresh = [sample(gmm_em.sample(m, means, weights, rng)[0]) for m in np.diff(np.r_[0:cfg.M_fresh:2**17, cfg.M_fresh])]
     res = dict(chosen=chosen, tau=energy.tau, hidden=energy.hidden.out_features, iterations=run.iterations,
-               best_iteration=run.best_iteration, val_ll=run.best_val, candidates=len(runs), sweep=sweep,
+               best_iteration=run.best_iteration, val_ll=run.best_val, candidates=len(runs), sweep=sweep, M=cfg.M,
                uninformed=uninformed, val_ll_uninformed=runs[uninformed].best_val,
                **partition_estimates(energy, train_sample, fresh, cfg))
     e_test, ll = energy_on(energy, data["test"]), grid_ll(energy)
@@ -555,8 +555,8 @@ def expected_gap_quadrature(R, K, step=0.1):
     axis = -half + step * (np.arange(int(round(2 * half / step))) + 0.5)
     gx, gy = np.meshgrid(axis, axis)
     g = np.stack([gx.ravel(), gy.ravel()], 1)
-    means = gmm_em.ring_means(K, R)
-    log_p = gmm_em.log_prob(g, means, gmm_em.uniform_weights(K))
+    means, weights = gmm_em.ring(K, R)
+    log_p = gmm_em.log_prob(g, means, weights)
     return float((np.exp(log_p) * (log_p - elbo_uniform_closed(g, means))).sum() * step * step)
 
 
@@ -774,7 +774,7 @@ def fig_ebm_training(res):
                 c=COLORS["kde"], ms=4, capsize=3, label="fresh samples (mean ± sd)")
     log_axis(ax)
     ax.set(xticks=x, xticklabels=[str(r["iteration"]) for r in g], xlabel="L-BFGS iteration (last: kept iterate)",
-           ylabel="‖F̂ − ∇A‖ / ‖∇A‖", title="IS gradient against quadrature, M = 5000")
+           ylabel="‖F̂ − ∇A‖ / ‖∇A‖", title=f"IS gradient against quadrature, M = {res['M']}")
     ax.legend(fontsize=7)
     return fig
 
@@ -812,12 +812,15 @@ def fig_ebm_selection(res):
     return fig
 
 
-def fig_ebm_samples(mala_x, exact_x, samples):
-    """Beyond the homework: samples drawn from the learned EBM, and their radius against exact draws."""
+def fig_ebm_samples(train, mala_x, exact_x, samples):
+    """Beyond the homework: samples drawn from the learned EBM beside the training data, and
+    their radius against exact draws."""
     fig, axes = new_figure(2, width=3.6, height=3.4)
     ax = axes[0]
-    ax.scatter(*mala_x.T, s=2, c=COLORS["ebm"], alpha=0.5, rasterized=True)
-    ax.set(title=f"MALA samples ({samples['chains']} chains)", xlabel="x₁", ylabel="x₂", aspect="equal")
+    ax.scatter(*train.T, s=2, c=COLORS["grey"], alpha=0.6, label="training data", rasterized=True)
+    ax.scatter(*mala_x.T, s=2, c=COLORS["ebm"], alpha=0.4, label=f"MALA ({samples['chains']} chains)", rasterized=True)
+    ax.set(title="samples from the EBM", xlabel="x₁", ylabel="x₂", aspect="equal")
+    ax.legend(fontsize=7, loc="center", markerscale=4)
     ax, r_exact = axes[1], np.linalg.norm(exact_x, axis=1)
     bins = np.linspace(0, r_exact.max(), 40)
     ax.hist(r_exact, bins, density=True, color=COLORS["grey"], alpha=0.6, label="exact draws (grid)")
@@ -931,7 +934,7 @@ def figure_specs(cfg, data, results, extras, ran):
         maps = density_maps(cfg, data, results["kde"]["sigma"], e["energy"], r["A_grid"])
         specs.update(ebm_training=(fig_ebm_training, (r,)), ebm_density=(fig_ebm_density, (maps,)),
                      ebm_selection=(fig_ebm_selection, (r,)),
-                     ebm_samples=(fig_ebm_samples, (e["mala"], e["exact"], r["samples"])))
+                     ebm_samples=(fig_ebm_samples, (data["train"], e["mala"], e["exact"], r["samples"])))
     if "vi" in ran:
         v = results["vi"]
         specs.update(kl=(fig_kl, (v["kl"], cfg)), elbo_points=(fig_elbo_points, (data, cfg, extras["vi"])),

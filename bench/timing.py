@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def wall(cmd, cwd, env=None):
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=env)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"timing.py: {' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return time.perf_counter() - t
 
 
