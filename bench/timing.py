@@ -69,25 +69,24 @@ def main(argv=None):
     skip = set(args.skip.split(","))
     results = json.loads((ROOT / "plots" / "results.json").read_text()) if (ROOT / "plots" / "results.json").exists() else None
     chosen = results["ebm"] if results else {"tau": 1.0, "hidden": 32}
-    rows = []
+    print(f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"median of the runs listed\n")
+    print("| measure | median | runs | target | |\n|---|---|---|---|---|", flush=True)
     walls, figures = pipeline(args.runs)
-    rows += [row("`python VI.py`, whole process", walls, "20 s"), row("  of which figures", figures, "4 s")]
+    print(row("`python VI.py`, whole process", walls, "20 s"), row("  of which figures", figures, "4 s"), sep="\n", flush=True)
     walls, _ = pipeline(args.runs, ["--ebm-taus", f"{chosen['tau']:g}", "--ebm-widths", str(chosen["hidden"])])
-    rows.append(row(f"`python VI.py` without the selection (tau={chosen['tau']:g}, H={chosen['hidden']} only)", walls, "15 s"))
+    print(row(f"`python VI.py` without the selection (tau={chosen['tau']:g}, H={chosen['hidden']} only)", walls, "15 s"),
+          flush=True)
     if "pytest" not in skip:
         times = [wall([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], ROOT) for _ in range(args.test_runs)]
-        rows.append(row("`python -m pytest -q`", times, "60 s"))
+        print(row("`python -m pytest -q`", times, "60 s"), flush=True)
     if "pdf" not in skip:
         times = []
         for _ in range(args.pdf_runs):
             with tempfile.TemporaryDirectory() as tmp:
                 fresh_copy(Path(tmp))
                 times.append(wall(["make", "pdf"], tmp, env={**os.environ, "PY": sys.executable}))
-        rows.append(row("`make pdf` from scratch", times, "180 s"))
-    print(f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"median of the runs listed\n")
-    print("| measure | median | runs | target | |\n|---|---|---|---|---|")
-    print("\n".join(rows))
+        print(row("`make pdf` from scratch", times, "180 s"), flush=True)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,10 @@ def test_sigint_during_ebm_training_leaves_the_previous_outputs_intact(quick, tm
     before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
     proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "VI.py"), "--quick", "--seed", "7",
                              "--ebm-rungs", "5,100000", "--ebm-patience", "100000", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            # a shell's background job starts with SIGINT ignored, and Python keeps
+                            # an inherited SIG_IGN: give the child the default so Ctrl-C can reach it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:  # wait until training has started
         if line.startswith("EBM:"):
             break
