@@ -39,7 +39,7 @@ def train(cfg, energy, objective, score):
 def verdict(diff, se):
     """What the exact-gradient twin's difference says, in words."""
     if abs(diff) < 2 * se:
-        return "a difference within two standard errors: the estimator's error does not limit the fit"
+        return "a difference within two standard errors, so no advantage of the exact gradient is detectable here"
     if diff > 0:
         return "a difference of more than two standard errors: the exact gradient fits better"
     return "a difference of more than two standard errors in favour of the importance-sampled gradient"

@@ -61,7 +61,7 @@ def test_the_first_page_answers_every_problem(built):
     for problem in ("1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "2.1", "2.2", "2.3", "2.4"):
         assert problem in first, problem
     macros = tex_macros(ROOT / "plots" / "results.tex")
-    for name in ("kdeTestLL", "ebmTestLLGrid", "oracleTestLL", "klPQ", "viGapBig"):
+    for name in ("kdeTestLL", "ebmTestLLGrid", "oracleTestLL", "klPQ", "viExpGapBig"):
         assert macros[name] in flat(first), name
 
 
