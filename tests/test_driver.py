@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FIGURES, main
+from conftest import FIGURES, ROOT, main
 
 import VI
 
@@ -119,3 +119,17 @@ def test_an_unwritable_output_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     status, err = main("--quick", "--out", blocker / "sub")
     assert status == 2 and err.startswith("VI.py: error:") and err.count("\n") == 1
+
+
+def test_the_exact_gradient_twin_starts_from_the_pipelines_model(quick, tmp_path):
+    # bench/twin.py first retrains the importance-sampled model from the named streams alone and
+    # must land on the pipeline's test LL to the last digit (initialisation, data and resumable
+    # training all reproduce), then trains the same network with the quadrature gradient
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("twin", ROOT / "bench" / "twin.py")
+    twin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twin)
+    status = twin.main(["--results", str(quick / "results.json"), "--json", str(tmp_path / "twin.json")])
+    record = json.loads((tmp_path / "twin.json").read_text())
+    assert status == 0 and record["is_reproduced"] == 0.0
+    assert np.isfinite(record["exact_test_ll"]) and record["exact_iterations"] > 0
