@@ -108,27 +108,62 @@ def m_step(x, log_resp):
 class EMFit:
     means: np.ndarray  # (K, 2)
     weights: np.ndarray  # (K,)
-    history: list = field(default_factory=list)  # mean train log-likelihood before each M-step
-    n_iter: int = 0
+    history: list = field(default_factory=list)  # mean train log-likelihood of each accepted iterate
+    maps: list = field(default_factory=list)  # EM iterations (maps) spent to reach each of them
     converged: bool = False
     restart: int = 0  # which restart won
 
+    @property
+    def n_iter(self):
+        return self.maps[-1] if self.maps else 0
 
-def em_once(x, init_means, tol, max_iter, init_weights=None):
-    """EM from one initialisation; stops when the mean log-likelihood moves less than tol.
-    The history ends with the log-likelihood of the returned parameters."""
-    K = init_means.shape[0]
-    means = init_means.copy()
-    weights = uniform_weights(K) if init_weights is None else init_weights.copy()
+
+def em_map(x, means, weights):
+    """One EM iteration: (mean log-likelihood at the input, the M-step's means and weights)."""
     ll, log_resp = e_step(x, means, weights)
-    history = [ll]
-    for it in range(1, max_iter + 1):
-        means, weights = m_step(x, log_resp)
-        ll, log_resp = e_step(x, means, weights)
-        history.append(ll)
-        if abs(history[-1] - history[-2]) < tol:
-            return EMFit(means, weights, history, it, True)
-    return EMFit(means, weights, history, max_iter, False)
+    return (ll, *m_step(x, log_resp))
+
+
+def em(x, init_means, tol=1e-8, max_maps=20000, init_weights=None, accelerate=True):
+    """EM from one initialisation until one EM iteration moves no parameter by more than tol.
+
+    A rule on the log-likelihood alone stops early where the likelihood is flat: EM's steps
+    shrink by its rate, the fraction of the information that the unseen labels would carry,
+    close to one there (about 0.999 at R = 1), so tiny steps can leave the means far from the
+    maximum. A step below tol
+    leaves about tol / (1 - rate) to go. To get there in hundreds instead of tens of thousands of
+    iterations, accelerate=True extrapolates pairs of EM steps by SQUAREM (Varadhan & Roland
+    2008, scheme S3), keeps the extrapolation only if it does not lower the likelihood (else the
+    plain pair of steps), so the fixed points and the monotone likelihood are EM's own."""
+    K, d = init_means.shape
+    unpack = lambda v: (v[:K * d].reshape(K, d), v[K * d:])  # noqa: E731
+    theta = np.concatenate([init_means.ravel(), uniform_weights(K) if init_weights is None else init_weights])
+    fit, maps = EMFit(*unpack(theta)), 0
+    while maps < max_maps:
+        ll, means, weights = em_map(x, *unpack(theta))
+        fit.history.append(ll), fit.maps.append(maps)
+        t1, maps = np.concatenate([means.ravel(), weights]), maps + 1
+        if np.abs(t1 - theta).max() < tol:  # theta is reported: one EM step moves it by < tol
+            fit.converged = True
+            break
+        theta, maps = (_squarem_step(x, theta, t1, ll, unpack), maps + 2) if accelerate else (t1, maps)
+    fit.means, fit.weights = unpack(theta)
+    return fit
+
+
+def _squarem_step(x, theta, t1, ll, unpack):
+    """From theta and its EM image t1 = theta + r: the SQUAREM point (S3 step length, one EM
+    step after it) if it is a valid mixture at least as likely as theta, else two EM steps."""
+    _, *t2 = em_map(x, *unpack(t1))
+    t2 = np.concatenate([t2[0].ravel(), t2[1]])
+    r, v = t1 - theta, t2 - 2 * t1 + theta
+    alpha = min(-np.sqrt((r @ r) / (v @ v)), -1.0) if v @ v > 0 else -1.0
+    m3, w3 = unpack(theta - 2 * alpha * r + alpha ** 2 * v)
+    if np.all(w3 > 0):
+        _, m4, w4 = em_map(x, m3, w3 / w3.sum())
+        if e_step(x, m4, w4)[0] >= ll:
+            return np.concatenate([m4.ravel(), w4])
+    return t2
 
 
 def mean_log_likelihood_and_grad(x, means, logits):
@@ -178,19 +213,20 @@ def kmeans_pp_init(x, K, rng, trials=None):
     return np.array(centres)
 
 
-def fit_em(x, K, rng, n_init=5, tol=1e-6, max_iter=1000):
-    """EM for (pi, mu) with Sigma_k = I; n_init greedy k-means++ restarts, the most likely kept."""
+def fit_em(x, K, rngs, tol=1e-8, max_maps=20000):
+    """EM for (pi, mu) with Sigma_k = I from one greedy k-means++ start per generator in rngs
+    (its own stream each, so the restarts are independent); the most likely fit is kept."""
     if K > x.shape[0]:
         raise ValueError(f"K={K} components need at least K data points, got n={x.shape[0]}")
     best = None
-    for r in range(n_init):
-        fit = em_once(x, kmeans_pp_init(x, K, rng), tol, max_iter)
+    for r, rng in enumerate(rngs):
+        fit = em(x, kmeans_pp_init(x, K, rng), tol, max_maps)
         fit.restart = r
         if best is None or fit.history[-1] > best.history[-1]:
             best = fit
     if not best.converged:
-        warnings.warn(f"EM hit max_iter={max_iter} before the log-likelihood change fell "
-                      f"below tol={tol:g}; raise max_iter or tol", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"EM used max_maps={max_maps} EM iterations before its steps fell below tol={tol:g}; "
+                      f"raise max_maps or tol", RuntimeWarning, stacklevel=2)
     return best
 
 
