@@ -1,34 +1,27 @@
-import os
-
-# As in VI.py: numpy's OpenBLAS threads would otherwise spin on the core torch needs. It only
-# takes effect before numpy is loaded, which is why it comes first.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import sys
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import VI  # noqa: E402,F401  (first: it pins the numerical libraries before numpy and torch load)
+import pytest  # noqa: E402
 
 FIGURES = ["em", "kde", "ebm_training", "ebm_density", "ebm_selection", "ebm_samples",
            "kl", "elbo_points", "elbo_K", "iwae"]
 
 
-def run_vi(*args, script=ROOT / "VI.py", cwd=ROOT):
+def run_vi(*args, script=ROOT / "VI.py", cwd=ROOT, env=None):
     """python VI.py in a process of its own: for the tests where the process is the point."""
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    import subprocess
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600, env=env)
 
 
 def main(*args):
     """VI.main in this process: (exit status, stderr). argparse refusals raise SystemExit."""
     import contextlib
     import io
-
-    import VI
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:

@@ -1,10 +1,10 @@
-"""The EBM: its closed-form gradients against autograd, a naive loop, central differences and
-closed forms; the importance-sampling estimates and their standard errors against quadrature
-and their empirical spread; L-BFGS; MALA against exact draws.
+"""The EBM: its estimators against a naive loop, central differences in float64, closed forms
+and quadrature; their standard errors against their empirical spread; the certified box; L-BFGS,
+the stopping rule and the selection; MALA against exact draws.
 
-Tolerances: exact identities are checked in float64 at 1e-10 or tighter (only round-off
-separates the two sides); Monte Carlo claims are seeded and bounded by a few standard errors,
-stated beside each.
+Tolerances: exact identities are checked in float64 at 1e-9 or tighter (only round-off separates
+the two sides); central differences at 1e-6 (their truncation error at step 1e-6); Monte Carlo
+claims are seeded and bounded by a few standard errors, stated beside each.
 """
 import math
 
@@ -36,8 +36,8 @@ def gaussian_energy(b, tau=3.0):
     """net = b (output weights zero): E = b - ||x||^2 / (2 tau^2), A = b + log(2 pi tau^2)."""
     energy = random_energy(0, tau=tau)
     with torch.no_grad():
-        energy.out.weight.zero_()
-        energy.out.bias.fill_(b)
+        energy.net[2].weight.zero_()
+        energy.net[2].bias.fill_(b)
     return energy, b + math.log(2 * math.pi * tau**2)
 
 
@@ -51,27 +51,42 @@ def flat(grads):
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-# ---- closed-form gradients -------------------------------------------------------------------
+def central_differences(f, energy, eps=1e-6):
+    """d f(energy) / d theta by central differences, parameter by parameter (float64)."""
+    def shifted(p, i, by):
+        with torch.no_grad():
+            p.view(-1)[i] += by
+        return f(energy)
+
+    out = []
+    for p in energy.parameters():
+        for i in range(p.numel()):
+            up, down = shifted(p, i, eps), shifted(p, i, -2 * eps)
+            shifted(p, i, eps)
+            out.append((up - down) / (2 * eps))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+# ---- the energy and the estimators of problems 1.5-1.6 ------------------------------------------
 
 def test_energy_initialisation_is_a_function_of_the_generator():
     a, b = (ebm.Energy(8, 1.0, torch.Generator().manual_seed(3)) for _ in range(2))
     c = ebm.Energy(8, 1.0, torch.Generator().manual_seed(4))
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    assert not torch.equal(a.hidden.weight, c.hidden.weight)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.net[0].weight, c.net[0].weight)
 
 
-def test_param_grad_is_the_weighted_sum_of_autograd_gradients():
-    energy = random_energy(1, hidden=5, scale=2.0)
-    x = torch.tensor(np.random.default_rng(1).normal(size=(40, 2)) * 5)
-    c = torch.tensor(np.random.default_rng(2).normal(size=40))
-    ours = flat(ebm.param_grad(energy, x, c))
-    reference = flat(torch.autograd.grad((c * energy(x)).sum(), list(energy.parameters())))
-    assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-12)
+def test_the_energy_is_the_formula_of_the_write_up():
+    energy = random_energy(1, hidden=5, tau=1.7, scale=2.0)
+    x = torch.tensor(np.random.default_rng(1).normal(size=(30, 2)) * 5)
+    w1, b1, w2, b2 = (p.detach() for p in energy.parameters())
+    by_hand = torch.nn.functional.softplus(x @ w1.T + b1) @ w2[0] + b2 - (x * x).sum(1) / (2 * 1.7**2)
+    assert torch.allclose(energy(x).detach(), by_hand, rtol=0, atol=1e-12)
 
 
 def test_is_gradient_equals_a_naive_ratio_of_sums():
-    # F_hat = N_hat / D_hat with N_hat, D_hat the plain averages of problem 1.6, one
-    # per-sample autograd gradient at a time (no softmax, no closed form): an independent route.
+    # F_hat = N_hat / D_hat with N_hat, D_hat the plain averages of problem 1.6, one per-sample
+    # gradient at a time, no softmax and no log space: an independent route to the same number
     energy = random_energy(2, hidden=4)
     s = proposal(60, 2)
     params = list(energy.parameters())
@@ -79,97 +94,72 @@ def test_is_gradient_equals_a_naive_ratio_of_sums():
     for m in range(60):
         e = energy(s.x[m:m + 1])[0]
         ratio = torch.exp(e - s.log_q[m]).item()
-        for acc, g in zip(num, torch.autograd.grad(e, params)):
+        for acc, g in zip(num, torch.autograd.grad(e, params), strict=True):
             acc += g * ratio / 60
         den += ratio / 60
-    assert torch.allclose(flat(ebm.grad_log_partition_is(energy, s)), flat(num) / den, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(flat(ebm.grad_log_partition(energy, s)), flat(num) / den, rtol=1e-9, atol=1e-12)
 
 
-def test_is_gradient_is_the_gradient_of_the_log_partition_estimate():
-    energy = random_energy(3)
-    s = proposal(500, 3)
-    autograd = torch.autograd.grad(ebm.log_partition_is(energy, s), list(energy.parameters()))
-    assert torch.allclose(flat(ebm.grad_log_partition_is(energy, s)), flat(autograd), rtol=1e-10, atol=1e-12)
-
-
-def test_training_objective_and_its_gradient():
-    # value: mean E(train) - A_hat; gradient: autograd of that same expression
-    energy = random_energy(4)
+def test_the_training_objective_and_its_gradient_match_central_differences():
+    energy = random_energy(4, hidden=3)
     s = proposal(400, 4)
     data = torch.tensor(gmm_em.sample(100, MEANS, WEIGHTS, np.random.default_rng(40))[0])
-    value, grads = ebm.is_objective(data, s)(energy)
-    reference = energy(data).mean() - ebm.log_partition_is(energy, s)
-    assert math.isclose(value, float(reference.detach()), rel_tol=0, abs_tol=1e-10)
-    autograd = torch.autograd.grad(reference, list(energy.parameters()))
-    assert torch.allclose(flat(grads), flat(autograd), rtol=1e-10, atol=1e-12)
+    objective = ebm.objective(data, s)
+    value, grads = objective(energy)
+    with torch.no_grad():
+        by_hand = float(energy(data).mean() - torch.logsumexp(energy(s.x) - s.log_q, 0) + math.log(400))
+    assert math.isclose(value, by_hand, abs_tol=1e-10)
+    assert torch.allclose(flat(grads), central_differences(lambda e: objective(e)[0], energy), atol=1e-6)
 
 
-def test_quadrature_gradient_matches_central_differences_of_quadrature_A():
-    # float64 throughout; the grid is coarse (the identity holds for any fixed grid)
+def test_quadrature_is_importance_sampling_with_a_uniform_proposal_on_the_grid():
+    # the midpoint rule written out, against A_hat of the grid sample; and its gradient (the exact
+    # gradient of problem 1.6) against central differences of the quadrature A
     energy = random_energy(5, hidden=3, tau=2.0, scale=1.5)
     h, step = 14.0, 0.2
-    _, grads = ebm.grad_log_partition_grid(energy, h, step)
-    params, eps = list(energy.parameters()), 1e-6
-    for p, g in zip(params, grads):
-        for i in range(p.numel()):
-            with torch.no_grad():
-                p.view(-1)[i] += eps
-                up = ebm.log_partition_grid(energy, h, step)
-                p.view(-1)[i] -= 2 * eps
-                down = ebm.log_partition_grid(energy, h, step)
-                p.view(-1)[i] += eps
-            assert abs(g.reshape(-1)[i] - (up - down) / (2 * eps)) < 1e-7
+    g = ebm.grid_points(h, step)
+    with torch.no_grad():
+        midpoint = float(torch.logsumexp(energy(g), 0) + 2 * math.log(step))
+    sample = ebm.grid_sample(h, step, torch.float64)
+    assert math.isclose(float(ebm.log_partition(energy, sample).detach()), midpoint, abs_tol=1e-10)
+    assert math.isclose(ebm.log_partition_grid(energy, h, step), midpoint, abs_tol=1e-10)
+    numeric = central_differences(lambda e: ebm.log_partition_grid(e, h, step), energy)
+    assert torch.allclose(flat(ebm.grad_log_partition(energy, sample)), numeric, atol=1e-6)
 
-
-def test_exact_gradient_objective_is_autograd_of_the_quadrature_likelihood():
-    energy = random_energy(6, hidden=4, tau=2.0)
-    data = torch.tensor(np.random.default_rng(6).normal(size=(30, 2)) * 3)
-    value, grads = ebm.grid_objective(data, 12.0, 0.25)(energy)
-    g = ebm.grid_points(12.0, 0.25)
-    reference = energy(data).mean() - (torch.logsumexp(energy(g), 0) + 2 * math.log(0.25))
-    assert math.isclose(value, float(reference.detach()), abs_tol=1e-10)
-    assert torch.allclose(flat(grads), flat(torch.autograd.grad(reference, list(energy.parameters()))),
-                          rtol=1e-10, atol=1e-12)
-
-
-def test_input_gradient_of_the_energy_matches_autograd():
-    energy = random_energy(7, hidden=6, tau=1.5, scale=2.0)
-    x = torch.tensor(np.random.default_rng(7).normal(size=(25, 2)) * 4, requires_grad=True)
-    e, g = ebm.energy_and_grad(energy, x)
-    (reference,) = torch.autograd.grad(energy(x).sum(), x)
-    assert torch.allclose(e, energy(x).detach(), atol=1e-12) and torch.allclose(g, reference, atol=1e-12)
-
-
-# ---- the partition function and its estimates ----------------------------------------------------
 
 def test_grid_and_is_recover_a_closed_form_partition_function():
     energy, exact = gaussian_energy(b=0.7)
     assert math.isclose(ebm.log_partition_grid(energy, 20.0, 0.05), exact, abs_tol=1e-10)
     s = gaussian_proposal(20_000, 8)
-    a_hat, se, _ = ebm.log_mean_exp_se(ebm.log_weights(energy, s))
+    a_hat, se, _ = ebm.log_mean_exp_se(ebm.sample_log_weights(energy, s))
     assert abs(a_hat - exact) < 4 * se  # 4 s.e.
 
 
 def test_closed_form_gradient_of_a_gaussian_energy():
-    # dA/d(out.bias) = E_p[1] = 1 exactly, by every estimator
+    # dA/d(b2) = E_p[1] = 1 exactly, by every estimator
     energy, _ = gaussian_energy(b=-2.0)
-    grads = dict(zip([n for n, _ in energy.named_parameters()], ebm.grad_log_partition_is(energy, proposal(1000, 9))))
-    assert math.isclose(float(grads["out.bias"]), 1.0, abs_tol=1e-12)
-    _, exact = ebm.grad_log_partition_grid(energy, 20.0, 0.1)
-    assert math.isclose(float(exact[3]), 1.0, abs_tol=1e-12)
+    for sample in (proposal(1000, 9), ebm.grid_sample(20.0, 0.1, torch.float64)):
+        assert math.isclose(float(ebm.grad_log_partition(energy, sample)[3]), 1.0, abs_tol=1e-12)
+
+
+def test_equal_weights_give_the_plain_average_of_contrastive_divergence():
+    energy = random_energy(6, hidden=4)
+    x = torch.tensor(np.random.default_rng(6).normal(size=(50, 2)) * 3)
+    average = flat(torch.autograd.grad(energy(x).mean(), list(energy.parameters())))
+    assert torch.allclose(flat(ebm.grad_log_partition(energy, ebm.equal_weights(energy, x))), average, atol=1e-12)
 
 
 def test_is_estimates_converge_to_quadrature_as_M_grows():
     energy = random_energy(10, tau=3.0)
-    a_ref, g_ref = ebm.grad_log_partition_grid(energy, 20.0, 0.05)
-    g_ref = flat(g_ref)
+    exact = ebm.grid_sample(20.0, 0.05, torch.float64)
+    a_ref, g_ref = ebm.log_partition_grid(energy, 20.0, 0.05), flat(ebm.grad_log_partition(energy, exact))
     errors = []
     for M in (300, 3_000, 300_000):
         a_err, g_err = [], []
         for seed in range(4):  # average over draws: a single draw can be lucky
             s = gaussian_proposal(M, 100 + seed)
-            a_err.append(abs(float(ebm.log_partition_is(energy, s).detach()) - a_ref))
-            g_err.append(float((flat(ebm.grad_log_partition_is(energy, s)) - g_ref).norm()))
+            a_err.append(abs(float(ebm.log_partition(energy, s).detach()) - a_ref))
+            g_err.append(float((flat(ebm.grad_log_partition(energy, s)) - g_ref).norm()))
         errors.append((np.mean(a_err), np.mean(g_err)))
     (a0, g0), (a1, g1), (a2, g2) = errors
     assert a2 < a1 < a0 and g2 < g1 < g0
@@ -183,7 +173,7 @@ def test_standard_errors_match_the_spread_of_independent_estimates():
     energy, _ = gaussian_energy(b=0.0)
     a_hats, a_ses, j_hats, j_ses = [], [], [], []
     for seed in range(400):
-        lw = ebm.log_weights(energy, gaussian_proposal(2000, 1000 + seed))
+        lw = ebm.sample_log_weights(energy, gaussian_proposal(2000, 1000 + seed))
         a, se, _ = ebm.log_mean_exp_se(lw)
         j, jse = ebm.jensen_bound_se(lw)
         a_hats.append(a), a_ses.append(se), j_hats.append(j), j_ses.append(jse)
@@ -201,32 +191,45 @@ def test_every_energy_is_normalisable(scale):
     assert math.isfinite(a20) and math.isclose(a20, a40, abs_tol=1e-8)
 
 
+@pytest.mark.parametrize("tau", [1.0, 8.0])
+def test_the_certified_box_holds_all_but_a_millionth_of_the_mass(tau):
+    # a Gaussian energy N(0, tau^2 I): the mass outside [-h, h]^2 in closed form
+    energy, exact = gaussian_energy(b=0.3, tau=tau)
+    cert = ebm.certified_log_partition(energy, 0.1, 20.0)
+    h = cert["half_width"]
+    outside = 1 - (1 - 2 * stats.norm.sf(h / tau)) ** 2
+    assert outside <= 1e-6 and cert["mass_outside"] <= 1e-6
+    assert math.isclose(cert["A"], exact, abs_tol=2e-6)  # the missing mass, 1e-6, moves A by 1e-6
+    if tau == 8.0:  # the starting box [-20, 20]^2 misses 1.8% of this one's mass: it had to grow
+        assert h > 20.0 and 1 - (1 - 2 * stats.norm.sf(20.0 / tau)) ** 2 > 0.01
+
+
 def test_effective_sample_size_limits():
-    assert math.isclose(ebm.effective_sample_size(torch.zeros(50, dtype=torch.float64)), 50.0)
-    one_hot = torch.tensor([0.0] + [-1e4] * 49, dtype=torch.float64)
-    assert math.isclose(ebm.effective_sample_size(one_hot), 1.0)
     a, se, ess = ebm.log_mean_exp_se(torch.zeros(50, dtype=torch.float64))
     assert abs(a) < 1e-14 and se < 1e-6 and math.isclose(ess, 50.0)  # equal weights: no Monte Carlo error
+    one_hot = torch.tensor([0.0] + [-1e4] * 49, dtype=torch.float64)
+    assert math.isclose(ebm.log_mean_exp_se(one_hot)[2], 1.0)
 
 
-# ---- L-BFGS and training ---------------------------------------------------------------------------
+# ---- L-BFGS, the stopping rule, the selection -----------------------------------------------------
 
 def test_lbfgs_maximises_a_concave_quadratic_and_the_negative_rosenbrock():
     rng = np.random.default_rng(12)
     B = rng.normal(size=(6, 6))
     Q, a = B @ B.T + np.eye(6), rng.normal(size=6)
-    opt = ebm.LBFGS(np.zeros(6), lambda x: (-0.5 * (x - a) @ Q @ (x - a), -Q @ (x - a)))
+    quadratic = lambda x: (-0.5 * (x - a) @ Q @ (x - a), -Q @ (x - a))
+    opt = ebm.LBFGS(np.zeros(6), *quadratic(np.zeros(6)))
     for _ in range(40):
-        opt.step()
+        opt.step(quadratic)
     assert np.allclose(opt.x, a, atol=1e-8)
 
     def rosenbrock(v):
         x, y = v
         return -((1 - x) ** 2 + 100 * (y - x * x) ** 2), -np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
 
-    opt = ebm.LBFGS(np.array([-1.2, 1.0]), rosenbrock)
+    opt = ebm.LBFGS(np.array([-1.2, 1.0]), *rosenbrock(np.array([-1.2, 1.0])))
     for _ in range(200):
-        if not opt.step():
+        if not opt.step(rosenbrock):
             break
     assert np.allclose(opt.x, [1.0, 1.0], atol=1e-6)
 
@@ -237,7 +240,7 @@ def small_problem(seed=13, n=300):
     sample = lambda x: ebm.Sample(x, torch.tensor(gmm_em.log_prob(x.double().numpy(), MEANS, WEIGHTS),
                                                   dtype=torch.float32))
     train, val, prop, vprop = draw(n), draw(n), sample(draw(1000)), sample(draw(2000))
-    return ebm.is_objective(train, prop), ebm.is_score(val, vprop)
+    return ebm.objective(train, prop), ebm.score(val, vprop)
 
 
 def test_training_raises_the_validation_likelihood_and_keeps_the_best_iterate():
@@ -245,25 +248,48 @@ def test_training_raises_the_validation_likelihood_and_keeps_the_best_iterate():
     run = ebm.train(ebm.Run(ebm.Energy(16, 1.0, torch.Generator().manual_seed(13))), objective, score, 80,
                     eval_every=5)
     assert run.val_ll[-1] > run.val_ll[0] + 5.0 and run.best_val == max(run.val_ll)
-    assert math.isclose(score(ebm.restore_best(run)), run.best_val, abs_tol=1e-6)  # the kept weights
+    assert math.isclose(score(ebm.best_energy(run)), run.best_val, abs_tol=1e-6)  # the kept weights
 
 
-def test_training_resumes_exactly_where_it_stopped():
+def test_training_resumes_exactly_where_it_stopped_even_in_another_process():
+    import pickle
     objective, score = small_problem()
     make = lambda: ebm.Run(ebm.Energy(8, 1.0, torch.Generator().manual_seed(14)))
     straight = ebm.train(make(), objective, score, 40)
-    paused = ebm.train(ebm.train(make(), objective, score, 20), objective, score, 40)
-    assert paused.iterations == straight.iterations == 40
-    assert all(torch.equal(p, q) for p, q in zip(paused.energy.parameters(), straight.energy.parameters()))
+    paused = pickle.loads(pickle.dumps(ebm.train(make(), objective, score, 20)))  # as fork_map sends it
+    paused = ebm.train(paused, objective, score, 40)
+    assert paused.iterations == straight.iterations == 40 and paused.val_ll == straight.val_ll
+    assert all(torch.equal(p, q) for p, q in zip(paused.energy.parameters(), straight.energy.parameters(), strict=True))
 
 
-def test_patience_ends_a_run_whose_score_has_stopped_improving():
-    objective, _ = small_problem()
-    calls = iter(range(10**6))
-    falling = lambda energy: -float(next(calls))  # every new score is worse than the first
-    run = ebm.train(ebm.Run(ebm.Energy(4, 1.0, torch.Generator().manual_seed(15))), objective, falling, 500,
-                    eval_every=10, patience=30)
-    assert run.stopped and run.iterations == 30 and run.best_iteration == 0
+@pytest.mark.parametrize("best, stop", [(0, 30), (20, 50), (200, 400)])
+def test_a_run_stops_once_its_plateau_is_as_long_as_the_climb_before_it(best, stop):
+    # validation improves until `best`, then never again: with patience 30 the run ends at
+    # max(best + 30, 2 best), so a long climb earns a long wait
+    uphill = lambda energy: (float(sum(p.detach().sum() for p in energy.parameters())),  # never stationary
+                             [torch.ones_like(p) for p in energy.parameters()])
+    scores = iter(list(range(best // 10 + 1)) + [-1] * 1000)
+    run = ebm.train(ebm.Run(ebm.Energy(4, 1.0, torch.Generator().manual_seed(15))), uphill,
+                    lambda energy: float(next(scores)), 10**6, eval_every=10, patience=30)
+    assert run.converged and run.best_iteration == best and run.iterations == stop
+
+
+def test_successive_halving_keeps_the_best_third_and_ranks_every_candidate():
+    runs = {name: ebm.Run(None) for name in "abcdefghi"}
+    quality = dict(zip("abcdefghi", [3, 9, 1, 7, 5, 8, 2, 6, 4], strict=True))  # b > f > d > h > ...
+    trained = {}
+
+    def train_to(until):
+        def step(run):
+            name = next(k for k, r in runs.items() if r is run or getattr(run, "name", None) == k)
+            trained.setdefault(name, []).append(until)
+            run.best_val = quality[name] + until / 1000
+            return run
+        return step
+
+    runs, ranking = ebm.successive_halving(runs, train_to, (10, 20, 30), keep=3)
+    assert ranking[0] == "b" and ranking[:3] == ["b", "f", "d"] and sorted(ranking) == sorted(quality)
+    assert trained["b"] == [10, 20, 30] and trained["f"] == [10, 20] and trained["a"] == [10]
 
 
 # ---- sampling from the model -------------------------------------------------------------------------
@@ -271,7 +297,7 @@ def test_patience_ends_a_run_whose_score_has_stopped_improving():
 def test_mala_samples_a_gaussian_energy_with_the_target_acceptance():
     energy, _ = gaussian_energy(b=0.0, tau=3.0)  # p = N(0, 9 I)
     x0 = torch.zeros(4000, 2, dtype=torch.float64)
-    x, rate, _ = ebm.mala(energy, x0, 150, torch.Generator().manual_seed(16), adapt=100)
+    x, rate, _, _ = ebm.mala(energy, x0, 150, torch.Generator().manual_seed(16), adapt=100)
     # 4000 independent chains: the mean has s.e. 3 / sqrt(4000) = 0.047 per coordinate and the
     # variance s.e. 9 sqrt(2 / 4000) = 0.20; 4 s.e. each
     assert np.abs(x.mean(0).numpy()).max() < 4 * 0.047
@@ -279,12 +305,50 @@ def test_mala_samples_a_gaussian_energy_with_the_target_acceptance():
     assert abs(rate - 0.574) < 0.05
 
 
+def test_independence_jumps_keep_the_chain_exact_and_let_it_leave_its_start():
+    # N(0, 9 I) sampled from one far point with Langevin steps too small to get back in time:
+    # the jumps (from a broad, misplaced Gaussian) must bring the chains to the target, and not
+    # bias it (a jump accepted without the q-ratio would pull the mean towards 3)
+    energy, _ = gaussian_energy(b=0.0, tau=3.0)
+    x0 = torch.full((4000, 2), 30.0, dtype=torch.float64)
+    proposal = (np.array([3.0, 3.0]), 36.0 * np.eye(2))
+    x, _, jump_rate, _ = ebm.mala(energy, x0, 60, torch.Generator().manual_seed(21), step_size=0.01,
+                                  proposal=proposal, jump=0.5)
+    assert np.abs(x.mean(0).numpy()).max() < 4 * 0.047 and np.abs(x.var(0).numpy() - 9.0).max() < 4 * 0.20
+    assert 0.1 < jump_rate < 0.9
+    stuck, _, _, _ = ebm.mala(energy, x0, 60, torch.Generator().manual_seed(21), step_size=0.01)
+    assert stuck.mean() > 20  # without the jumps the chains are still near their start
+
+
+def test_mode_masses_and_the_chi_square_test_of_the_chains():
+    energy, _ = gaussian_energy(b=0.0, tau=3.0)  # round: every sector holds 1/K of the mass
+    assert np.allclose(ebm.mode_masses(energy, 10, 20.0, 0.1), 0.1, atol=1e-3)
+    # calibrated on exact draws of a lopsided model, powerful against chains stuck at their start
+    model = random_energy(22, hidden=8, tau=2.0, scale=2.0)
+    masses = ebm.mode_masses(model, 10, 20.0, 0.1)
+    assert math.isclose(masses.sum(), 1.0) and masses.max() > 2 * masses.min()
+    p_values = [ebm.chi_square_modes(ebm.sample_grid(model, 20.0, 0.1, 2000, torch.Generator().manual_seed(s)).numpy(),
+                                     masses)[1] for s in range(20)]
+    # about 5% rejected at the 5% level: 1 of 20 expected, 4 or more has probability 0.016
+    assert np.sum(np.array(p_values) < 0.05) <= 3
+    start = torch.tensor([[2.0, 0.5]] * 2000, dtype=torch.float64)
+    stuck, _, _, _ = ebm.mala(model, start, 20, torch.Generator().manual_seed(23))
+    assert ebm.chi_square_modes(stuck.numpy(), masses)[1] < 1e-6
+
+
+def test_the_input_gradient_is_the_gaussians_score():
+    energy, _ = gaussian_energy(b=0.0, tau=3.0)
+    x = torch.tensor(np.random.default_rng(16).normal(size=(20, 2)) * 4)
+    e, g = ebm.energy_and_grad(energy, x)
+    assert torch.allclose(g, -x / 9.0, atol=1e-12) and torch.allclose(e, -(x * x).sum(1) / 18.0, atol=1e-12)
+
+
 def test_mala_leaves_the_learned_model_where_it_is(quick):
     # started from exact draws of the learned energy, the chains must still be exact draws
     energy = ebm.load_energy(quick / "ebm_energy.pt")
     g = torch.Generator().manual_seed(17)
     start = ebm.sample_grid(energy, 20.0, 0.1, 3000, g).float()
-    x, _, _ = ebm.mala(energy, start, 100, g, adapt=50)
+    x, _, _, _ = ebm.mala(energy, start, 100, g, adapt=50)
     fresh = ebm.sample_grid(energy, 20.0, 0.1, 3000, g).numpy()
     x = x.double().numpy()
     for f in (lambda a: np.linalg.norm(a, axis=1), lambda a: np.arctan2(a[:, 1], a[:, 0])):
@@ -307,10 +371,11 @@ def test_ks_two_sample_matches_scipy():
     assert math.isclose(p, stats.kstwobign.sf(math.sqrt(700 * 900 / 1600) * d), rel_tol=1e-9)
 
 
-def test_save_and_load_round_trip(tmp_path):
-    energy = random_energy(20).float()
-    ebm.save_energy(energy, tmp_path / "e.pt")
-    loaded = ebm.load_energy(tmp_path / "e.pt")
-    x = torch.randn(20, 2)
-    with torch.no_grad():
-        assert torch.equal(energy(x), loaded(x)) and loaded.tau == energy.tau
+def test_a_saved_energy_reloads_whatever_its_architecture(tmp_path):
+    for hidden, tau in ((20, 1.0), (3, 7.5)):
+        energy = random_energy(20, hidden=hidden, tau=tau).float()
+        ebm.save_energy(energy, tmp_path / "e.pt")
+        loaded = ebm.load_energy(tmp_path / "e.pt")
+        x = torch.randn(20, 2)
+        with torch.no_grad():
+            assert torch.equal(energy(x), loaded(x)) and loaded.spec == energy.spec

@@ -20,6 +20,8 @@ SECTION2_MACROS = ("klPQ", "klQP", "fwdMu", "fwdSd", "revMu", "revSd", "viUnifBi
                    "viLogpBig", "viGapBig", "viUnifSmall", "viPostSmall", "viLogpSmall", "viGapSmall",
                    "viKmax", "viRingLogp", "viUnifLimit", "iwaeKmax")
 CFG = VI.Config()
+P = dict(weights=CFG.kl_p_weights, means=CFG.kl_p_means, sds=CFG.kl_p_sds)  # the p of problem 2.2
+KL = VI.kl_experiment(P, CFG.kl_q, CFG.kl_grid, CFG.kl_starts)
 ring = gmm_em.ring
 log_evidence = lambda lj: gmm_em.posterior(lj)[0]
 
@@ -150,7 +152,8 @@ def test_mixture_log_density_converges_to_the_ring_limit():
 def test_limit_experiment_uniform_bound_is_flat_and_posterior_is_exact():
     cfg = VI.Config(n=300, K_max=300)
     data = VI.make_data(cfg)
-    res = VI.limit_experiment(data["test"], data["test_small"], cfg)
+    Ks = VI.limit_K_values(cfg.K_max, cfg.limit_num_K)
+    res = VI.limit_experiment(data["test"], data["test_small"], cfg.R, cfg.R_small, Ks, cfg.limit_points)
     assert res["K"][0] == 2 and res["K"][-1] == 300 and len(set(res["K"])) == len(res["K"])
     assert res["unif_err_max"] < 1e-10 and res["post_err_max"] < 1e-10
     assert np.ptp(res["unif"]) < 1e-10
@@ -171,10 +174,10 @@ def test_grid_kl_matches_the_gaussian_closed_form():
 
 
 def test_kl_pair_is_converged_and_strongly_asymmetric():
-    res = VI.kl_experiment(CFG)
+    res = KL
     assert res["grid_delta"] < 1e-6  # halving the step does not move either KL
     lo, hi, step = CFG.kl_grid
-    p, q = VI.kl_pair(CFG)
+    p, q = P, CFG.kl_q
     t = VI.kl_axis(1.5 * lo, 1.5 * hi, step)  # nor does a wider box
     log_p, log_q = VI.mixture_1d_log_pdf(t, **p), VI.normal_log_pdf(t, *q)
     assert abs(VI.kl_grid(log_p, log_q, step) - res["kl_pq"]) < 1e-6
@@ -183,12 +186,11 @@ def test_kl_pair_is_converged_and_strongly_asymmetric():
 
 
 def test_forward_kl_fit_is_moment_matching():
-    res = VI.kl_experiment(CFG)
-    f = res["forward"]
+    f = KL["forward"]
     # independent reference: p's mean and sd by quadrature on the grid
     lo, hi, step = CFG.kl_grid
     t = VI.kl_axis(lo, hi, step)
-    p = np.exp(VI.mixture_1d_log_pdf(t, **VI.kl_pair(CFG)[0])) * step
+    p = np.exp(VI.mixture_1d_log_pdf(t, **P)) * step
     mean = (t * p).sum()
     assert abs(f["mu"] - mean) < 1e-9 and abs(f["sd"] - np.sqrt(((t - mean) ** 2 * p).sum())) < 1e-9
     # and the numerical minimiser of the quadrature KL(p || q) lands there (BFGS tolerance)
@@ -196,11 +198,10 @@ def test_forward_kl_fit_is_moment_matching():
 
 
 def test_reverse_kl_has_one_optimum_per_mode_costing_minus_log_weight():
-    res = VI.kl_experiment(CFG)
+    res = KL
     optima = res["reverse_optima"]
-    P = VI.kl_pair(CFG)[0]
     assert len(optima) == len(P["means"])
-    for o, m, s, w in zip(optima, P["means"], P["sds"], P["weights"]):
+    for o, m, s, w in zip(optima, P["means"], P["sds"], P["weights"], strict=True):
         # q on one well separated mode: KL(q || p) = -log w_k + the overlap with the other
         # modes, which is below 1e-2 nats for modes 6 apart with sds <= 1
         assert abs(o["mu"] - m) < 0.05 and abs(o["sd"] - s) < 0.05 and abs(o["kl"] + np.log(w)) < 1e-2
@@ -272,9 +273,8 @@ def test_iwae_gap_follows_the_delta_method_for_large_k():
 
 def test_iwae_experiment_is_deterministic_for_a_seed():
     x = gmm_em.sample(50, *ring(10, 10.0), np.random.default_rng(0))[0]
-    cfg = VI.Config(iwae_points=50, iwae_reps=50, iwae_k_max=64)
-    a = VI.iwae_experiment(x, 10.0, cfg, np.random.default_rng(11))
-    b = VI.iwae_experiment(x, 10.0, cfg, np.random.default_rng(11))
+    a = VI.iwae_experiment(x, 10.0, 10, 64, 50, np.random.default_rng(11))
+    b = VI.iwae_experiment(x, 10.0, 10, 64, 50, np.random.default_rng(11))
     assert a == b
 
 
