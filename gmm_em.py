@@ -108,7 +108,7 @@ def m_step(x, log_resp):
 class EMFit:
     means: np.ndarray  # (K, 2)
     weights: np.ndarray  # (K,)
-    history: list = field(default_factory=list)  # mean train log-likelihood of each accepted iterate
+    history: list = field(default_factory=list)  # mean log-likelihood of each accepted iterate
     maps: list = field(default_factory=list)  # EM iterations (maps) spent to reach each of them
     converged: bool = False
     restart: int = 0  # which restart won
@@ -130,14 +130,15 @@ def em(x, init_means, tol=1e-8, max_maps=20000, init_weights=None, accelerate=Tr
     A rule on the log-likelihood alone stops early where the likelihood is flat: EM's steps
     shrink by its rate, the fraction of the information that the unseen labels would carry,
     close to one there (about 0.999 at R = 1), so tiny steps can leave the means far from the
-    maximum. A step below tol
-    leaves about tol / (1 - rate) to go. To get there in hundreds instead of tens of thousands of
-    iterations, accelerate=True extrapolates pairs of EM steps by SQUAREM (Varadhan & Roland
-    2008, scheme S3), keeps the extrapolation only if it does not lower the likelihood (else the
-    plain pair of steps), so the fixed points and the monotone likelihood are EM's own."""
+    maximum. A step below tol leaves about tol / (1 - rate) to go. To get there in hundreds
+    instead of tens of thousands of iterations, accelerate=True extrapolates pairs of EM steps by
+    SQUAREM (Varadhan & Roland 2008, scheme S3), keeping the extrapolation only if it does not
+    lower the likelihood (else the plain pair of steps): the fixed points and the monotone
+    likelihood are EM's own."""
     K, d = init_means.shape
-    unpack = lambda v: (v[:K * d].reshape(K, d), v[K * d:])  # noqa: E731
-    theta = np.concatenate([init_means.ravel(), uniform_weights(K) if init_weights is None else init_weights])
+    unpack = lambda v: (v[:K * d].reshape(K, d), v[K * d:])
+    start = uniform_weights(K) if init_weights is None else init_weights
+    theta = np.concatenate([init_means.ravel(), start])
     fit, maps = EMFit(*unpack(theta)), 0
     while maps < max_maps:
         ll, means, weights = em_map(x, *unpack(theta))
@@ -146,7 +147,10 @@ def em(x, init_means, tol=1e-8, max_maps=20000, init_weights=None, accelerate=Tr
         if np.abs(t1 - theta).max() < tol:  # theta is reported: one EM step moves it by < tol
             fit.converged = True
             break
-        theta, maps = (_squarem_step(x, theta, t1, ll, unpack), maps + 2) if accelerate else (t1, maps)
+        if accelerate:  # two more EM maps: the second step and the one after the extrapolation
+            theta, maps = _squarem_step(x, theta, t1, ll, unpack), maps + 2
+        else:
+            theta = t1
     fit.means, fit.weights = unpack(theta)
     return fit
 
@@ -168,7 +172,7 @@ def _squarem_step(x, theta, t1, ll, unpack):
 
 def mean_log_likelihood_and_grad(x, means, logits):
     """The mean log-likelihood (1/n) sum_i log p(x_i) with pi = softmax(logits), Sigma = I, and
-    its gradient: d/d mu_k = (1/n) sum_i r_ik (x_i - mu_k), d/d logit_k = (1/n) sum_i r_ik - pi_k."""
+    its gradient: d/d mu_k = (1/n) sum_i r_ik (x_i - mu_k), d/d logit_k = mean_i r_ik - pi_k."""
     weights = np.exp(logits - logsumexp(logits))
     log_p, log_resp = posterior(log_joint(x, means, weights))
     resp = np.exp(log_resp)  # (n, K)
@@ -225,8 +229,8 @@ def fit_em(x, K, rngs, tol=1e-8, max_maps=20000):
         if best is None or fit.history[-1] > best.history[-1]:
             best = fit
     if not best.converged:
-        warnings.warn(f"EM used max_maps={max_maps} EM iterations before its steps fell below tol={tol:g}; "
-                      f"raise max_maps or tol", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"EM used max_maps={max_maps} EM iterations before its steps fell below "
+                      f"tol={tol:g}; raise max_maps or tol", RuntimeWarning, stacklevel=2)
     return best
 
 
@@ -243,3 +247,31 @@ def parameter_errors(fit, true_means, true_weights):
     dist = np.linalg.norm(fit.means[perm] - true_means, axis=1)
     return {"mean_dist": float(dist.mean()), "max_dist": float(dist.max()),
             "max_pi_err": float(np.abs(fit.weights[perm] - true_weights).max())}
+
+
+def draw_em(axes, fits, data, K, colors):
+    """Problem 1.2's figure on three axes: training data, true and EM means at both radii
+    (fits = {"big": ..., "small": ...} as VI.run_em returns them, data the two training sets),
+    and how far below its maximum the log-likelihood is after each EM iteration."""
+    for ax, r, x in zip(axes[:2], (fits["big"], fits["small"]), data, strict=True):
+        ax.scatter(*x.T, s=2, c=colors["grey"], alpha=0.5, label="data", rasterized=True)
+        ax.scatter(*ring_means(K, r["R"]).T, s=40, marker="x", c=colors["true"], label="true μₖ")
+        ax.scatter(*np.array(r["means"]).T, s=40, marker="+", c=colors["fit"], label="EM")
+        ax.set(title=f"R = {r['R']:g}: mean error {r['mean_dist']:.2f}", xlabel="x₁", ylabel="x₂",
+               aspect="equal")
+    axes[0].legend(loc="center", handletextpad=0.2)
+    ax, big, small = axes[2], fits["big"], fits["small"]
+    below = lambda r, lls: np.maximum(r["history"][-1] - np.asarray(lls), 1e-16)
+    for r, c in ((big, colors["fit"]), (small, colors["kde"])):
+        ax.plot(np.arange(1, len(r["plain"]) + 1), below(r, r["plain"]), c=c)
+    ax.plot(np.array(small["maps"]) + 1, below(small, small["history"]), "o", ms=2, c=colors["kde"])
+    stop = 1 + int(np.argmax(np.diff(small["plain"]) < 1e-6))  # where a rule on the LL gain stops
+    left = below(small, small["plain"][stop])
+    ax.plot(stop + 1, left, "s", ms=6, mfc="none", c=colors["true"])
+    for xy, text, c in (((6, 3e-8), f"R = {big['R']:g}", colors["fit"]),
+                        ((25, 1e-2), f"R = {small['R']:g}", colors["kde"]),
+                        ((stop + 1, 3 * left), "LL gain < 10⁻⁶", colors["true"]),
+                        ((120, 1e-12), "accelerated", colors["kde"])):
+        ax.annotate(text, xy, color=c, ha="center", va="bottom")
+    ax.set(xscale="log", yscale="log", xlabel="EM iterations", ylabel="LL at the maximum − LL",
+           title="plain EM and accelerated EM", ylim=(1e-16, 30))

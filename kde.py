@@ -28,7 +28,8 @@ def _shifted_sq_dists(x, train):
     tensor; its round-off, about 1e-16 (||x||^2 + ||t||^2), is far below any kernel variance
     searched here."""
     x, train = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(train, dtype=torch.float64)
-    sq = ((x * x).sum(1)[:, None] + (train * train).sum(1)[None, :] - 2.0 * x @ train.T).clamp_min(0.0)
+    sq = (x * x).sum(1)[:, None] + (train * train).sum(1)[None, :] - 2.0 * x @ train.T
+    sq = sq.clamp_min(0.0)
     sq_min = sq.min(dim=1).values
     return sq - sq_min[:, None], sq_min
 
@@ -123,3 +124,19 @@ def tune_sigma(train, val, grid):
     if -res.fun < scores[i]:  # the refinement may only improve on the grid
         return float(grid[i]), float(scores[i]), scores
     return float(np.exp(res.x)), float(-res.fun), scores
+
+
+def draw_kde(axes, res, colors):
+    """Problem 1.3's figure: validation and test log-likelihood against the kernel variance
+    (res as VI.run_kde returns it)."""
+    ax, grid = axes[0], np.array(res["grid"])
+    ax.plot(grid, res["val_curve"], c=colors["val"], label="validation")
+    ax.plot(grid, res["test_curve"], c=colors["test"], ls="--", label="test")
+    chosen = f"chosen σ = {res['sigma']:.3f}"
+    ax.plot(res["sigma"], res["val_ll"], "o", c=colors["val"], label=chosen)
+    ax.axvline(res["scott_sigma"], c=colors["other"], ls=":",
+               label=f"Scott's rule σ = {res['scott_sigma']:.2f}")
+    ax.set(xscale="log", ylim=(res["val_ll"] - 3.0, res["val_ll"] + 0.3),
+           xlabel="σ (kernel variance)",
+           ylabel="mean log-likelihood (nats)", title="choosing the kernel variance")
+    ax.legend(loc="lower center")

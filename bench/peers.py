@@ -2,21 +2,29 @@
 data, with wall times (median of --repeats runs) and ratios measured in the same run.
 
     python -m pip install -r requirements-dev.txt
-    python VI.py                      # the EBM row is read from its plots/results.json
-    python bench/peers.py [--seed 0] [--repeats 5] [--no-flow]
+    python VI.py                                   # the EBM rows come from its plots/
+    python bench/peers.py [--repeats 5] [--record bench/flow_record.json]   # measure (minutes)
+    python bench/peers.py --from-record bench/flow_record.json --tex plots/flow.tex   # seconds
 
 Peers: scikit-learn's KernelDensity + GridSearchCV over the same sigma grid on the same
-train/validation split (PredefinedSplit; sklearn's bandwidth is a standard deviation, the
-homework's sigma a variance, so bandwidth = sqrt(sigma)); scipy.stats.gaussian_kde with its
-default (Scott) rule; scikit-learn's GaussianMixture (spherical covariances, since it cannot
-hold them at I; as many inits as our restarts); and, for density estimation with exact
-likelihoods, what a practitioner would reach for: a neural spline flow (zuko's NSF) trained by
-maximum likelihood, its depth, width and number of Adam steps chosen on the validation split.
-The true mixture is the ceiling for all.
+train/validation split (sklearn's bandwidth is a standard deviation, the homework's sigma a
+variance); scipy.stats.gaussian_kde with its default (Scott) rule; scikit-learn's GaussianMixture
+(spherical covariances, since it cannot hold them at I); and what a practitioner would reach for
+to estimate a density with exact likelihoods: a neural spline flow (zuko's NSF) trained by
+maximum likelihood, its depth and width chosen on the validation split, then restarted from
+FLOW_RESTARTS initialisations.
+
+The flow takes minutes, so its result is a committed record (bench/flow_record.json): the
+per-point test log-densities of every restart and a fingerprint of the data it was made on.
+`make pdf` compares that record with the current run's EBM point by point (--from-record), so the
+comparison survives a change of machine; a test checks the fingerprint against the current data.
 """
 import argparse
+import datetime
+import hashlib
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -25,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import VI  # noqa: E402  (first: it sets the BLAS threads before numpy loads)
+import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
 import gmm_em  # noqa: E402
 import kde  # noqa: E402
 import numpy as np  # noqa: E402
@@ -33,7 +41,7 @@ import torch  # noqa: E402
 
 FLOW_DEPTHS = (2, 4)  # spline transforms
 FLOW_WIDTHS = (32, 64)  # hidden units in each of the two layers of every conditioner
-FLOW_MAX_STEPS, FLOW_EVAL_EVERY, FLOW_PATIENCE = 4000, 50, 500
+FLOW_MAX_STEPS, FLOW_EVAL_EVERY, FLOW_PATIENCE, FLOW_RESTARTS = 4000, 50, 500, 5
 
 
 def timed(fn, repeats):
@@ -46,6 +54,11 @@ def timed(fn, repeats):
     return out, statistics.median(times)
 
 
+def fingerprint(data):
+    """sha256 of the splits a record was made on: a later run must hold the same bytes."""
+    return hashlib.sha256(b"".join(np.ascontiguousarray(data[k]).tobytes() for k in ("train", "val", "test"))).hexdigest()
+
+
 def kde_rows(cfg, data, repeats):
     from scipy.stats import gaussian_kde
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
@@ -55,26 +68,18 @@ def kde_rows(cfg, data, repeats):
     train, val, test = data["train"], data["val"], data["test"]
     (sigma, _, scores), t_ours = timed(lambda: kde.tune_sigma(train, val, grid), repeats)
     sigma_grid = grid[int(np.argmax(scores))]
-
-    both = np.concatenate([train, val])
     split = PredefinedSplit(np.r_[-np.ones(len(train)), np.zeros(len(val))])
-
-    def sklearn_search():
-        search = GridSearchCV(KernelDensity(kernel="gaussian"), {"bandwidth": np.sqrt(grid)}, cv=split, refit=False)
-        return search.fit(both).best_params_["bandwidth"] ** 2
-
-    sigma_sk, t_sk = timed(sklearn_search, repeats)
+    search = lambda: GridSearchCV(KernelDensity(), {"bandwidth": np.sqrt(grid)}, cv=split, refit=False).fit(
+        np.concatenate([train, val])).best_params_["bandwidth"] ** 2
+    sigma_sk, t_sk = timed(search, repeats)
     fit = KernelDensity(bandwidth=np.sqrt(sigma_sk)).fit(train)
     scipy_kde, t_scipy = timed(lambda: gaussian_kde(train.T), repeats)
-    return [
-        ("KDE, this project (grid + refinement)", kde.mean_log_likelihood(test, train, sigma), t_ours,
-         f"sigma {sigma:.4f} (grid choice {sigma_grid:.4f})"),
-        ("KDE, sklearn GridSearchCV, same grid", float(fit.score_samples(test).mean()), t_sk,
-         f"sigma {sigma_sk:.4f}; same grid choice: {np.isclose(sigma_sk, sigma_grid)}; "
-         f"time sklearn / ours = {t_sk / t_ours:.1f}"),
-        ("KDE, scipy gaussian_kde (Scott)", float(np.log(scipy_kde(test.T)).mean()), t_scipy,
-         f"sigma {kde.rule_of_thumb_sigma(train):.3f} (no tuning)"),
-    ]
+    return [("KDE, this project (grid + refinement)", kde.mean_log_likelihood(test, train, sigma), t_ours,
+             f"sigma {sigma:.4f} (grid choice {sigma_grid:.4f})"),
+            ("KDE, sklearn GridSearchCV, same grid", float(fit.score_samples(test).mean()), t_sk,
+             f"sigma {sigma_sk:.4f}; same grid choice: {np.isclose(sigma_sk, sigma_grid)}; time sklearn / ours = {t_sk / t_ours:.1f}"),
+            ("KDE, scipy gaussian_kde (Scott)", float(np.log(scipy_kde(test.T)).mean()), t_scipy,
+             f"sigma {kde.rule_of_thumb_sigma(train):.3f} (no tuning)")]
 
 
 def em_rows(cfg, data, repeats):
@@ -82,18 +87,14 @@ def em_rows(cfg, data, repeats):
 
     train, test = data["train"], data["test"]
     seed = int(np.random.SeedSequence(cfg.seed).generate_state(1)[0])  # for sklearn's inits
-    # the driver's own EM stream, fresh each repeat, so the fit is the one in results.json
-    fit, t_ours = timed(lambda: gmm_em.fit_em(train, cfg.K, VI.stream(cfg.seed, "em"), cfg.em_restarts,
-                                              cfg.em_tol, cfg.em_max_iter), repeats)
+    starts = lambda: [VI.stream(cfg.seed, f"em restart {r}") for r in range(cfg.em_restarts)]  # the driver's streams
+    fit, t_ours = timed(lambda: gmm_em.fit_em(train, cfg.K, starts(), cfg.em_tol, cfg.em_max_maps), repeats)
     gm, t_sk = timed(lambda: GaussianMixture(cfg.K, covariance_type="spherical", n_init=cfg.em_restarts,
-                                             tol=cfg.em_tol, max_iter=cfg.em_max_iter, random_state=seed).fit(train),
-                     repeats)
-    return [
-        ("EM, this project (Sigma = I fixed)", float(gmm_em.log_prob(test, fit.means, fit.weights).mean()),
-         t_ours, f"{fit.n_iter} iterations"),
-        ("EM, sklearn GaussianMixture (spherical)", float(gm.score(test)), t_sk,
-         f"variances {gm.covariances_.min():.2f}..{gm.covariances_.max():.2f}; time sklearn / ours = {t_sk / t_ours:.1f}"),
-    ]
+                                             tol=1e-6, max_iter=1000, random_state=seed).fit(train), repeats)
+    return [("EM, this project (Sigma = I fixed, run to its maximum)", float(gmm_em.log_prob(test, fit.means, fit.weights).mean()),
+             t_ours, f"{fit.n_iter} EM iterations"),
+            ("EM, sklearn GaussianMixture (spherical)", float(gm.score(test)), t_sk,
+             f"variances {gm.covariances_.min():.2f}..{gm.covariances_.max():.2f}; time sklearn / ours = {t_sk / t_ours:.1f}")]
 
 
 def train_flow(depth, width, train, val, seed):
@@ -124,88 +125,88 @@ def train_flow(depth, width, train, val, seed):
     seconds = time.perf_counter() - start
     flow.load_state_dict(best_state)
 
+    @torch.no_grad()
     def log_density(x):
-        with torch.no_grad():
-            return flow().log_prob(z(x)).double().numpy() + log_jac
+        return flow().log_prob(z(x)).double().numpy() + log_jac
 
     return log_density, best, best_step, seconds
 
 
-def flow_rows(cfg, data):
-    """The flow whose (depth, width) gives the best validation log-likelihood, scored on test.
-    Returns (rows, the chosen flow's record)."""
-    fits = {(d, w): train_flow(d, w, data["train"], data["val"], cfg.seed) for d in FLOW_DEPTHS for w in FLOW_WIDTHS}
-    (depth, width), (log_density, val, step, seconds) = max(fits.items(), key=lambda kv: kv[1][1])
-    search = sum(f[3] for f in fits.values())
-    tried = ", ".join(f"{d}x{w}: {f[1]:.3f}" for (d, w), f in fits.items())
-    per_point = log_density(data["test"])
-    record = dict(depth=depth, width=width, steps=step, seconds=seconds, search=search, per_point=per_point)
-    return [("neural spline flow (zuko NSF), chosen on validation", float(per_point.mean()), seconds,
-             f"{depth} transforms, width {width}, {step} Adam steps; validation LL by depth x width: {tried}; "
-             f"whole search {search:.0f} s")], record
+def flow_record(cfg, data, timings, workers):
+    """Choose (depth, width) on validation, restart the choice FLOW_RESTARTS times (seeds r),
+    and return the record: per-point test log-densities of each restart, steps, seconds, and the
+    EBM's training time measured by the pipeline on the same machine."""
+    configs = [(d, w) for d in FLOW_DEPTHS for w in FLOW_WIDTHS]
+    search = VI.fork_map(lambda c: train_flow(*c, data["train"], data["val"], cfg.seed)[1:], configs, workers)
+    depth, width = configs[int(np.argmax([s[0] for s in search]))]
+    fits = VI.fork_map(lambda r: (lambda f: (f[0](data["test"]).tolist(), *f[1:]))(
+        train_flow(depth, width, data["train"], data["val"], r)), range(FLOW_RESTARTS), workers)
+    return dict(data_sha256=fingerprint(data), depth=depth, width=width, depths=FLOW_DEPTHS, widths=FLOW_WIDTHS,
+                search_val_ll={f"{d}x{w}": s[0] for (d, w), s in zip(configs, search, strict=True)},
+                search_seconds=sum(s[2] for s in search), per_point=[f[0] for f in fits],
+                steps=[f[2] for f in fits], seconds=[f[3] for f in fits],
+                ebm_seconds=timings["ebm_truth"], machine=f"{os.cpu_count()}-core {platform.machine()}",
+                date=str(datetime.date.today()))
 
 
-def flow_macros(flow, results, timings, data):
-    """LaTeX macros of the flow's row for theory.pdf, compared with the pipeline's EBM point by point."""
-    import datetime
-    import platform
-
-    import ebm
-    cfg = results["config"]
-    energy = ebm.load_energy(ROOT / "plots" / "ebm_energy.pt")
-    ebm_ll = VI.energy_on(energy, data["test"]) - ebm.log_partition_grid(energy, cfg["grid_half_width"], cfg["grid_step"])
-    lead, se = VI.mean_se(ebm_ll - flow["per_point"])
-    verdict = ("The EBM wins" if lead > 2 * se else "The flow wins" if lead < -2 * se else "Neither wins")
-    verdict += f", by {abs(lead):.3f}\\,$\\pm$\\,{se:.3f} nats per point (paired)" if abs(lead) > 2 * se else \
-        f": the difference, {lead:.3f}\\,$\\pm$\\,{se:.3f} (paired), is within two standard errors"
-    return {"flowTestLL": f"{flow['per_point'].mean():.3f}", "flowSeconds": f"{flow['seconds']:.0f}",
-            "flowSearchSeconds": f"{flow['search']:.0f}", "flowDepth": str(flow["depth"]), "flowWidth": str(flow["width"]),
-            "flowSteps": str(flow["steps"]), "flowDepths": ", ".join(map(str, FLOW_DEPTHS)),
-            "flowWidths": ", ".join(map(str, FLOW_WIDTHS)), "flowVerdict": verdict,
-            "flowEbmSeconds": f"{timings['ebm_training']:.1f}", "flowDate": str(datetime.date.today()), "flowMachine": f"{os.cpu_count()}-core {platform.machine()}".replace("_", "\\_"),
-            # what the record was made against: a test compares them with the current run
-            "flowRecordEbmTestLL": f"{ebm_ll.mean():.6f}", "flowRecordOracleTestLL": f"{results['ebm']['oracle_test_ll']:.6f}"}
+def flow_macros(record, results, log_densities):
+    """LaTeX macros of the flow's paragraph: the record's flow against the current run's EBM
+    restarts, point by point. Every time quoted is the record's (flow and EBM timed together)."""
+    flow = np.array(record["per_point"])
+    lead = VI.paired(log_densities["ebm"], flow)
+    verdict = VI.verdict(lead, "the EBM beats the flow", "the flow beats the EBM", "neither beats the other")
+    per = flow.mean(1)
+    return {"flowTestLL": f"{per.mean():.3f}", "flowTestLLSD": f"{per.std(ddof=1):.3f}",
+            "flowRestarts": str(len(per)), "flowDepth": str(record["depth"]), "flowWidth": str(record["width"]),
+            "flowDepths": ", ".join(map(str, record["depths"])), "flowWidths": ", ".join(map(str, record["widths"])),
+            "flowSteps": f"{min(record['steps'])}--{max(record['steps'])}",
+            "flowSeconds": f"{statistics.median(record['seconds']):.0f}", "flowSearchSeconds": f"{record['search_seconds']:.0f}",
+            "flowEbmSeconds": f"{record['ebm_seconds']:.0f}", "flowVerdict": verdict,
+            "flowLead": f"{lead['mean']:.3f}", "flowLeadSE": f"{lead['se']:.3f}",
+            "flowLeadMin": f"{lead['minimum']:.3f}", "flowLeadMax": f"{lead['maximum']:.3f}"}
 
 
-def ebm_rows(results, timings):
-    e = results["ebm"]
-    return [("EBM, this project (A by quadrature)", e["test_ll_grid"], timings["ebm_training"],
-             f"{e['chosen']}; fresh-IS A gives {e['test_ll_fresh_is']:.4f}; time = selection of "
-             f"{e['candidates']} candidates and training")]
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--results", default=str(ROOT / "plots" / "results.json"), help="the EBM row's pipeline run")
-    p.add_argument("--no-flow", action="store_true", help="skip the normalising flow (minutes)")
-    p.add_argument("--tex", help="write the flow's LaTeX macros here (bench/peers.tex: theory.pdf reads it)")
-    args = p.parse_args(argv)
-    VI.keep_freed_memory()
-    cfg = VI.Config(seed=args.seed)
-    data = VI.make_data(cfg)
+def print_table(cfg, data, rows):
     oracle = float(gmm_em.log_prob(data["test"], *gmm_em.ring(cfg.K, cfg.R)).mean())
-    rows = kde_rows(cfg, data, args.repeats) + em_rows(cfg, data, args.repeats)
-    flow = None
-    if not args.no_flow:
-        flow_row, flow = flow_rows(cfg, data)
-        rows += flow_row
-    results_path = Path(args.results)
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if results.get("config", {}).get("seed") == args.seed and "ebm" in results:
-        timings = json.loads((results_path.parent / "timings.json").read_text())
-        rows += ebm_rows(results, timings)
-        if flow and args.tex:
-            lines = ["% Generated by bench/peers.py (a recorded benchmark: rerun it when the data or the EBM change)."]
-            lines += [f"\\newcommand{{\\{k}}}{{{v}}}" for k, v in flow_macros(flow, results, timings, data).items()]
-            VI.atomic_write(args.tex, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-    print(f"seed {cfg.seed}, n = {cfg.n} per split, K = {cfg.K}, R = {cfg.R:g}; median of {args.repeats} runs\n")
+    print(f"seed {cfg.seed}, n = {cfg.n} per split, K = {cfg.K}, R = {cfg.R:g}\n")
     print("| method | test LL (nats) | gap to truth | time (s) | notes |\n|---|---|---|---|---|")
     print(f"| true mixture (ceiling) | {oracle:.4f} | 0 | - | |")
     for name, ll, t, note in rows:
         print(f"| {name} | {ll:.4f} | {oracle - ll:.4f} | {t:.4f} | {note} |")
 
 
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--plots", default=str(ROOT / "plots"), help="the pipeline run (seed 0) to compare with")
+    p.add_argument("--record", help="train the flow and write its record here")
+    p.add_argument("--from-record", help="read the flow's record instead of training it")
+    p.add_argument("--tex", help="write the flow's LaTeX macros here (with --from-record or --record)")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    plots = Path(args.plots)
+    results = json.loads((plots / "results.json").read_text())
+    cfg = VI.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()})
+    data = VI.make_data(cfg)
+    if args.from_record:
+        record = json.loads(Path(args.from_record).read_text())
+        if record["data_sha256"] != fingerprint(data):
+            sys.exit(f"peers.py: {args.from_record} was made on other data than {plots}; rerun: python bench/peers.py --record ...")
+    else:
+        rows = kde_rows(cfg, data, args.repeats) + em_rows(cfg, data, args.repeats)
+        record = flow_record(cfg, data, json.loads((plots / "timings.json").read_text()), args.workers)
+        if args.record:
+            VI.write_text(args.record, json.dumps(record) + "\n")
+        ebm_ll = np.load(plots / "log_densities.npz")["ebm"].mean(1)
+        rows += [(f"neural spline flow (zuko NSF {record['depth']}x{record['width']}), {FLOW_RESTARTS} restarts, mean",
+                  float(np.mean(record["per_point"])), statistics.median(record["seconds"]), f"search {record['search_seconds']:.0f} s"),
+                 (f"EBM, this project, {len(ebm_ll)} restarts, mean (A by quadrature)", float(ebm_ll.mean()), record["ebm_seconds"],
+                  "time: selection and restarts of the homework route")]
+        print_table(cfg, data, rows)
+    if args.tex:
+        VI.write_macros(args.tex, flow_macros(record, results, np.load(plots / "log_densities.npz")), "bench/peers.py")
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,7 @@ import pytest
 from conftest import FIGURES, ROOT, main
 
 import VI
+from theory import macros
 
 
 def test_quick_run_writes_every_promised_file(quick):
@@ -23,14 +24,14 @@ def test_every_number_of_the_write_up_is_written_once(quick):
     results = json.loads((quick / "results.json").read_text())
     lines = (quick / "results.tex").read_text().splitlines()[1:]
     names = [line.split("}")[0].removeprefix("\\newcommand{\\") for line in lines]
-    assert len(names) == len(set(names)) and set(VI.macros_of(results)) <= set(names)
+    assert len(names) == len(set(names)) and set(macros.macros_of(results)) <= set(names)
 
 
 def test_a_result_the_write_up_needs_cannot_silently_go_missing(quick):
     results = json.loads((quick / "results.json").read_text())
     del results["kde"]["sigma"]
     with pytest.raises(KeyError, match="kdeSigma"):
-        VI.macros_of(results)
+        macros.macros_of(results)
 
 
 def test_saved_data_and_energy_reproduce_the_reported_likelihood(quick):

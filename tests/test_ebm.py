@@ -84,6 +84,16 @@ def test_the_energy_is_the_formula_of_the_write_up():
     assert torch.allclose(energy(x).detach(), by_hand, rtol=0, atol=1e-12)
 
 
+def test_the_closed_form_gradient_is_autograd_of_the_energy():
+    energy = random_energy(3, hidden=5, tau=1.3, scale=2.0)
+    x = torch.tensor(np.random.default_rng(3).normal(size=(40, 2)) * 5)
+    c = torch.tensor(np.random.default_rng(4).normal(size=40))
+    e, vjp = energy.energy_and_vjp(x)
+    reference = torch.autograd.grad((c * energy(x)).sum(), list(energy.parameters()))
+    assert torch.allclose(e, energy(x).detach(), rtol=0, atol=1e-12)
+    assert torch.allclose(flat(vjp(c)), flat(reference), rtol=1e-12, atol=1e-12)
+
+
 def test_is_gradient_equals_a_naive_ratio_of_sums():
     # F_hat = N_hat / D_hat with N_hat, D_hat the plain averages of problem 1.6, one per-sample
     # gradient at a time, no softmax and no log space: an independent route to the same number
@@ -379,3 +389,48 @@ def test_a_saved_energy_reloads_whatever_its_architecture(tmp_path):
         x = torch.randn(20, 2)
         with torch.no_grad():
             assert torch.equal(energy(x), loaded(x)) and loaded.spec == energy.spec
+
+
+# ---- the training routes without the oracle (bench/routes.py) ---------------------------------------
+
+def test_contrastive_divergence_with_exact_draws_is_the_exact_gradient():
+    # the negative phase of CD, the plain average of grad E over draws from p_theta, against grad A
+    # by quadrature: with exact draws from the grid the difference is Monte Carlo noise, shrinking
+    # like 1/sqrt(draws); its size is checked against the per-draw spread (4 standard errors)
+    energy = random_energy(24, hidden=6, tau=1.5, scale=1.5)
+    exact = flat(ebm.grad_log_partition(energy, ebm.grid_sample(20.0, 0.05, torch.float64)))
+    for n, seed in ((4_000, 25), (64_000, 26)):
+        x = ebm.sample_grid(energy, 20.0, 0.05, n, torch.Generator().manual_seed(seed))
+        cd = flat(ebm.grad_log_partition(energy, ebm.equal_weights(energy, x)))
+        per_draw = torch.stack([flat(torch.autograd.grad(energy(x[i:i + 1])[0], list(energy.parameters())))
+                                for i in range(200)])
+        se = per_draw.std(0) / math.sqrt(n)  # per-parameter standard error of the average
+        assert (cd - exact).abs().max() < 4 * se.max() + 1e-9, n
+
+
+def test_pcd_trains_the_energy_towards_the_data():
+    # a short persistent contrastive divergence run raises the validation LL and keeps its best iterate
+    rng = np.random.default_rng(27)
+    draw = lambda m: torch.tensor(gmm_em.sample(m, MEANS, WEIGHTS, rng)[0], dtype=torch.float32)
+    train, val = draw(300), draw(300)
+    run = ebm.train_pcd(ebm.Energy(16, 1.0, torch.Generator().manual_seed(27)), train, val,
+                        torch.Generator().manual_seed(28), chains=200, updates=300, eval_every=50)
+    assert run.val_ll[-1] > run.val_ll[0] + 3.0 and run.best_val == max(run.val_ll)
+    energy = ebm.best_energy(run)
+    assert math.isclose(float(ebm.energies(energy, val).mean()) - ebm.log_partition_grid(energy, 20.0, 0.2),
+                        run.best_val, abs_tol=1e-9)
+
+
+def test_a_proposal_fitted_to_the_data_estimates_a_trained_models_A(quick):
+    # the oracle-free proposal, a Gaussian with the training data's mean and covariance, against
+    # quadrature on the quick run's trained energy: within 3 of its standard errors
+    import VI
+    energy = ebm.load_energy(quick / "ebm_energy.pt")
+    train = np.load(quick / "data.npz")["train"]
+    mean, cov = VI.fitted_gaussian(train)
+    x = np.random.default_rng(29).multivariate_normal(mean, cov, size=50_000)
+    sample = ebm.Sample(torch.tensor(x, dtype=torch.float32),
+                        torch.tensor(stats.multivariate_normal(mean, cov).logpdf(x), dtype=torch.float32))
+    a_hat, se, ess = ebm.log_mean_exp_se(ebm.sample_log_weights(energy, sample))
+    a = ebm.certified_log_partition(energy, 0.1)["A"]
+    assert abs(a_hat - a) < 3 * se and ess > 1000
