@@ -105,13 +105,13 @@ class Config:
     M_fresh: int = setting(250_000, POSITIVE, "independent proposal sample for A")
     ebm_taus: tuple = setting((0.5, 1.0, 2.0, 4.0, 8.0), each(POSITIVE), "confinement scales")
     ebm_widths: tuple = setting((16, 32, 64), each(POSITIVE), "hidden units searched")
-    ebm_rungs: tuple = setting((50, 150, 500), each(POSITIVE, increasing=True),
+    ebm_rungs: tuple = setting((40, 120, 400), each(POSITIVE, increasing=True),
                                "L-BFGS budgets of the successive-halving rounds")
     ebm_keep: int = setting(3, POSITIVE, "after each round but the last, the best 1/keep go on")
     ebm_restarts: int = setting(5, at_least(2), "starts of each chosen model, trained to the end")
     ebm_max_iter: int = setting(5000, POSITIVE, "cap on the L-BFGS iterations of a restart")
     ebm_memory: int = setting(20, POSITIVE, "L-BFGS history length")
-    eval_every: int = setting(10, POSITIVE, "iterations between validation scores")
+    eval_every: int = setting(20, POSITIVE, "iterations between validation scores")
     ebm_patience: int = setting(300, POSITIVE, "least iterations without gain before a stop")
     ebm_checkpoints: tuple = setting((0, 10, 50, 150), each(NON_NEGATIVE, increasing=True),
                                      "iterations where the IS gradient is measured")
@@ -758,17 +758,17 @@ def figure_specs(cfg, data, results, models, per_point):
     maps = density_maps(cfg, data, results["kde"]["sigma"], models["truth"]["energies"][0],
                         e["truth"]["restarts"][0]["A"])
     p = dict(weights=cfg.kl_p_weights, means=cfg.kl_p_means, sds=cfg.kl_p_sds)
-    two, three = dict(height=2.6, widths=[1, 1]), dict(height=2.45, widths=[1, 1, 1])
+    two, three = dict(height=2.3, widths=[1, 1]), dict(height=2.25, widths=[1, 1, 1])
     samples = (data["train"], models["samples"]["mala"], models["samples"]["exact"],
                e["model"]["samples"])
     return dict(
-        em=(dict(height=2.3, left=0.52, right=0.08, gap=0.62, widths=[1.5, 1.5, 2.05]),
+        em=(dict(height=2.15, left=0.52, right=0.08, gap=0.62, widths=[1.45, 1.45, 2.15]),
             gmm_em.draw_em, (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
-        kde=(dict(width=0.62 * TEXT_WIDTH, height=2.6, left=0.55), kde.draw_kde, (results["kde"],)),
+        kde=(dict(width=0.55 * TEXT_WIDTH, height=2.2, left=0.55), kde.draw_kde, (results["kde"],)),
         ebm_training=(dict(two, gap=0.8), ebm.draw_training, (e["model"], e["truth"], lines)),
-        ebm_density=(dict(height=2.25, left=0.55, right=0.62, top=0.22, bottom=0.38, gap=0.2,
+        ebm_density=(dict(height=2.05, left=0.55, right=0.62, top=0.22, bottom=0.38, gap=0.2,
                           widths=[1, 1, 1, 0.06]), ebm.draw_density, (maps,)),
-        ebm_selection=(dict(width=0.8 * TEXT_WIDTH, height=2.7, left=0.68, right=1.45),
+        ebm_selection=(dict(width=0.8 * TEXT_WIDTH, height=2.3, left=0.68, right=1.45),
                        ebm.draw_selection, (e["truth"],)),
         ebm_samples=(dict(three, left=0.5, gap=0.7), ebm.draw_samples, samples),
         kl=(dict(three, left=0.52, gap=0.6), draw_kl, (vi["kl"], p, cfg.kl_q)),

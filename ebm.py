@@ -706,7 +706,7 @@ def draw_training(axes, model, route, truth, colors):
     ax.set(ylim=(top - 0.8, top + 0.05), xlabel="L-BFGS iteration",
            ylabel="mean log-likelihood (nats)", title=f"training ({name})")
     ax.text(0.02, 0.03, f"iterations < {below}: below the axis", transform=ax.transAxes)
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     ax, g = axes[1], model["gradient"]
     x = np.arange(len(g))
     column = lambda key: [r[key] for r in g]

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
+from theory import macros  # noqa: E402
 import gmm_em  # noqa: E402
 import kde  # noqa: E402
 import numpy as np  # noqa: E402
@@ -154,7 +155,7 @@ def flow_macros(record, results, log_densities):
     restarts, point by point. Every time quoted is the record's (flow and EBM timed together)."""
     flow = np.array(record["per_point"])
     lead = VI.paired(log_densities["ebm"], flow)
-    verdict = VI.verdict(lead, "the EBM beats the flow", "the flow beats the EBM", "neither beats the other")
+    verdict = macros.verdict(lead, "the EBM beats the flow", "the flow beats the EBM", "neither beats the other")
     per = flow.mean(1)
     return {"flowTestLL": f"{per.mean():.3f}", "flowTestLLSD": f"{per.std(ddof=1):.3f}",
             "flowRestarts": str(len(per)), "flowDepth": str(record["depth"]), "flowWidth": str(record["width"]),
@@ -204,7 +205,7 @@ def main(argv=None):
                   "time: selection and restarts of the homework route")]
         print_table(cfg, data, rows)
     if args.tex:
-        VI.write_macros(args.tex, flow_macros(record, results, np.load(plots / "log_densities.npz")), "bench/peers.py")
+        VI.write_text(args.tex, macros.macro_file(flow_macros(record, results, np.load(plots / "log_densities.npz")), "bench/peers.py"))
     return 0
 
 

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
+from theory import macros  # noqa: E402
 import ebm  # noqa: E402
 import kde  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,28 +42,40 @@ def config_of(results):
     return VI.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()})
 
 
-def route_runs(route, tau, hidden, x, samples, cfg, pmap):
-    """The restarts of one route at (tau, hidden), each a fitted density: rows and per-point
-    test log-densities (restarts, n)."""
-    init, settings, grid = VI.init_energy(cfg.seed), VI.ebm_settings(cfg)["settings"], (cfg.grid_step, cfg.grid_half_width)
+def trainer(route, x, samples, cfg):
+    """A function (tau, hidden, r) -> the r-th restart of the route at (tau, hidden), trained."""
+    init, settings = VI.init_energy(cfg.seed), VI.ebm_settings(cfg)["settings"]
     if route == "pcd":
-        train = lambda r: ebm.train_pcd(init(hidden, tau, r), x["train"], x["val"], VI.torch_generator(cfg.seed, f"pcd r={r}"),
-                                        **PCD)
-    else:
-        proposal, validation = samples[route] if route != "exact" else (ebm.grid_sample(cfg.grid_half_width, TRAIN_STEP),) * 2
-        objective, score = ebm.objective(x["train"], proposal), ebm.score(x["val"], validation)
-        train = lambda r: ebm.train(ebm.Run(init(hidden, tau, r)), objective, score, cfg.ebm_max_iter, **settings)
-    fits = pmap(train, range(cfg.ebm_restarts))
-    models = pmap(lambda run: ebm.fitted_density(run, x["test"], *grid), fits)
-    rows = [dict(restart=r, iterations=run.iterations, best_iteration=run.best_iteration, converged=run.converged,
-                 seconds=run.seconds, test_ll=float(ll.mean()), mass_outside=cert["mass_outside"])
-            for r, (run, (_, cert, ll)) in enumerate(zip(fits, models, strict=True))]
-    return rows, np.stack([m[2] for m in models])
+        return lambda tau, hidden, r: ebm.train_pcd(init(hidden, tau, r), x["train"], x["val"],
+                                                    VI.torch_generator(cfg.seed, f"pcd r={r}"), **PCD)
+    grid = ebm.grid_sample(cfg.grid_half_width, TRAIN_STEP)
+    proposal, validation = (grid, grid) if route == "exact" else samples[route]
+    objective, score = ebm.objective(x["train"], proposal), ebm.score(x["val"], validation)
+    return lambda tau, hidden, r: ebm.train(ebm.Run(init(hidden, tau, r)), objective, score,
+                                            cfg.ebm_max_iter, **settings)
+
+
+def run_tasks(tasks, x, samples, cfg, workers):
+    """Every (route, tau, hidden, restart) task, in `workers` processes at once: its row and
+    its test log-densities (n,), by task."""
+    trainers = {route: trainer(route, x, samples, cfg) for route in NEEDS_TRUTH}
+
+    def one(task):
+        route, tau, hidden, r = task
+        run = trainers[route](tau, hidden, r)
+        _, cert, ll = ebm.fitted_density(run, x["test"], cfg.grid_step, cfg.grid_half_width)
+        row = dict(restart=r, iterations=run.iterations, best_iteration=run.best_iteration,
+                   converged=run.converged, seconds=run.seconds, test_ll=float(ll.mean()),
+                   mass_outside=cert["mass_outside"])
+        return row, ll
+
+    slow_first = sorted(tasks, key=lambda t: (t[0] != "pcd", t[0] != "exact", -t[1]))
+    return dict(zip(slow_first, VI.fork_map(one, slow_first, workers), strict=True))
 
 
 PCD = dict(chains=1000, steps=2, updates=3000)  # persistent contrastive divergence (ebm.train_pcd)
-LABELS = {"exact": "exact gradient (quadrature)", "truth": "IS, $q$ the true mixture", "fitted": "IS, $q$ fitted to the data",
-          "pcd": "persistent contrastive divergence"}
+LABELS = {"exact": "exact gradient (quadrature)", "truth": "IS, $q$ the true mixture",
+          "fitted": "IS, $q$ fitted to the data", "pcd": "persistent contrastive divergence"}
 
 
 def main(argv=None):
@@ -72,39 +85,39 @@ def main(argv=None):
     p.add_argument("--tex", help="write LaTeX macros of the tables here")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
-    
     raw = Path(args.results).read_bytes()
     results = json.loads(raw)
     cfg = config_of(results)
     data = VI.make_data(cfg)
     x = {k: VI.tensor(data[k]) for k in ("train", "val", "test")}
-    samples, pmap = VI.proposal_samples(data, cfg), lambda fn, items: VI.fork_map(fn, items, args.workers)
-    pipeline = np.load(Path(args.results).parent / "log_densities.npz")
-    kde_ll = kde.log_density(data["test"], data["train"], results["kde"]["sigma"])
     chosen = {route: (results["ebm"][key]["tau"], results["ebm"][key]["hidden"])
               for route, key in (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
-    out, per_point = dict(results_sha256=hashlib.sha256(raw).hexdigest(), routes={}), {}
-    for route in NEEDS_TRUTH:
-        tau, hidden = chosen[route]
-        rows, per_point[route] = route_runs(route, tau, hidden, x, samples, cfg, pmap)
-        out["routes"][route] = dict(tau=tau, hidden=hidden, needs_truth=NEEDS_TRUTH[route], restarts=rows,
-                                    minus_kde=VI.paired(per_point[route], kde_ll))
+    (tau, hidden), restarts = chosen["truth"], range(cfg.ebm_restarts)
+    tasks = [(route, *chosen[route], r) for route in NEEDS_TRUTH for r in restarts]
+    tasks += [("truth", t, hidden, r) for t in cfg.ebm_taus if t != tau for r in restarts]
+    done = run_tasks(tasks, x, VI.proposal_samples(data, cfg), cfg, args.workers)
+    rows = lambda route, t, h: [done[(route, t, h, r)][0] for r in restarts]
+    lls = lambda route, t, h: np.stack([done[(route, t, h, r)][1] for r in restarts])
+    kde_ll = kde.log_density(data["test"], data["train"], results["kde"]["sigma"])
+    out = dict(results_sha256=hashlib.sha256(raw).hexdigest(), routes={})
+    for route, (t, h) in chosen.items():
+        out["routes"][route] = dict(tau=t, hidden=h, needs_truth=NEEDS_TRUTH[route], restarts=rows(route, t, h),
+                                    minus_kde=VI.paired(lls(route, t, h), kde_ll))
+    pipeline = np.load(Path(args.results).parent / "log_densities.npz")
     for route, key in (("truth", "ebm"), ("fitted", "ebm_fitted")):  # the pipeline's own models?
-        out["routes"][route]["reproduced"] = bool(np.array_equal(per_point[route], pipeline[key]))
-    out["routes"]["truth"]["minus_exact"] = VI.paired(per_point["truth"], per_point["exact"])
-    out["routes"]["pcd"]["minus_fitted"] = VI.paired(per_point["pcd"], per_point["fitted"])
-    tau, hidden = chosen["truth"]
-    sweep = {t: route_runs("truth", t, hidden, x, samples, cfg, pmap) for t in cfg.ebm_taus}
-    out["tau_sweep"] = [dict(tau=t, restarts=rows) for t, (rows, _) in sweep.items()]
-    uninformed = sweep[max(cfg.ebm_taus)][1]
-    out["uninformed"] = dict(tau=max(cfg.ebm_taus), chosen_minus=VI.paired(sweep[tau][1], uninformed),
+        out["routes"][route]["reproduced"] = bool(np.array_equal(lls(route, *chosen[route]), pipeline[key]))
+    out["routes"]["truth"]["minus_exact"] = VI.paired(lls("truth", tau, hidden), lls("exact", tau, hidden))
+    out["routes"]["pcd"]["minus_fitted"] = VI.paired(lls("pcd", *chosen["pcd"]), lls("fitted", *chosen["fitted"]))
+    out["tau_sweep"] = [dict(tau=t, restarts=rows("truth", t, hidden)) for t in cfg.ebm_taus]
+    uninformed = lls("truth", max(cfg.ebm_taus), hidden)
+    out["uninformed"] = dict(tau=max(cfg.ebm_taus), chosen_minus=VI.paired(lls("truth", tau, hidden), uninformed),
                              minus_kde=VI.paired(uninformed, kde_ll))
     text = VI.dump(out)
     print(text)
     if args.json:
         VI.write_text(args.json, text)
     if args.tex:
-        VI.write_macros(args.tex, route_macros(out, results), "bench/routes.py")
+        VI.write_text(args.tex, macros.macro_file(route_macros(out, results), "bench/routes.py"))
     return 0 if all(out["routes"][r]["reproduced"] for r in ("truth", "fitted")) else 1
 
 
@@ -119,23 +132,23 @@ def spread(rows):
 
 def route_macros(out, results):
     """LaTeX macros of the routes table, the tau table and the sentences about them."""
-    routes, macros = out["routes"], {"routeTrainStep": f"{TRAIN_STEP:g}", "pcdChains": str(PCD["chains"]),
+    routes, tex = out["routes"], {"routeTrainStep": f"{TRAIN_STEP:g}", "pcdChains": str(PCD["chains"]),
                                      "pcdSteps": str(PCD["steps"]), "pcdUpdates": str(PCD["updates"])}
     rows = []
     for route, r in routes.items():
         mean, sd, _, _ = spread(r["restarts"])
         seconds = np.median([x["seconds"] for x in r["restarts"]])
-        rows.append(f"{LABELS[route]} & {'yes' if r['needs_truth'] else 'no'} & {ebm.candidate_name(r['tau'], r['hidden'], tex=True)} & "
+        rows.append(f"{LABELS[route]} & {'yes' if r['needs_truth'] else 'no'} & {macros.candidate(r['tau'], r['hidden'])} & "
                     f"{pm(mean, sd)} & {pm(r['minus_kde']['mean'], r['minus_kde']['se'])} & {seconds:.1f}\\\\")
-    macros["routeRows"] = " ".join(rows)
+    tex["routeRows"] = " ".join(rows)
     mean, sd, _, _ = spread(routes["exact"]["restarts"])
-    macros.update(routeExactTestLL=f"{mean:.3f}", routeExactTestLLSD=f"{sd:.3f}")
+    tex.update(routeExactTestLL=f"{mean:.3f}", routeExactTestLLSD=f"{sd:.3f}")
     for name, c, words in (("TruthMinusExact", routes["truth"]["minus_exact"], ("the importance-sampled gradient fits better",
                                                                                 "the exact gradient fits better", "no difference is detectable")),
                            ("PcdMinusFitted", routes["pcd"]["minus_fitted"], ("contrastive divergence fits better",
                                                                                "importance sampling fits better", "no difference is detectable"))):
-        macros[f"route{name}"], macros[f"route{name}SE"] = f"{c['mean']:.3f}", f"{c['se']:.3f}"
-        macros[f"route{name.replace('Minus', 'Versus')}"] = VI.verdict(c, *words)
+        tex[f"route{name}"], tex[f"route{name}SE"] = f"{c['mean']:.3f}", f"{c['se']:.3f}"
+        tex[f"route{name.replace('Minus', 'Versus')}"] = macros.verdict(c, *words)
     taus = []
     for t in out["tau_sweep"]:
         mean, sd, low, high = spread(t["restarts"])
@@ -143,12 +156,12 @@ def route_macros(out, results):
         taus.append(f"{t['tau']:g} & {iterations} & {sum(x['converged'] for x in t['restarts'])} of {len(t['restarts'])} & "
                     f"{pm(mean, sd)} & \\num{{{low:.3f}}} to \\num{{{high:.3f}}}\\\\")
     u = out["uninformed"]
-    macros.update(tauRows=" ".join(taus), tauMax=f"{u['tau']:g}",
+    tex.update(tauRows=" ".join(taus), tauMax=f"{u['tau']:g}",
                   chosenMinusUninformed=f"{u['chosen_minus']['mean']:.3f}", chosenMinusUninformedSE=f"{u['chosen_minus']['se']:.3f}",
-                  uninformedVersusChosen=VI.verdict(u["chosen_minus"], "trails", "beats", "cannot be told apart from"),
+                  uninformedVersusChosen=macros.verdict(u["chosen_minus"], "trails", "beats", "cannot be told apart from"),
                   uninformedMinusKde=f"{u['minus_kde']['mean']:.3f}", uninformedMinusKdeSE=f"{u['minus_kde']['se']:.3f}",
-                  uninformedVersusKde=VI.verdict(u["minus_kde"], "beats", "loses to", "cannot be told apart from"))
-    return macros
+                  uninformedVersusKde=macros.verdict(u["minus_kde"], "beats", "loses to", "cannot be told apart from"))
+    return tex
 
 
 if __name__ == "__main__":

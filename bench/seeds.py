@@ -2,7 +2,7 @@
 the headline numbers, which (tau, H) each route's selection picks, and on how many seeds each
 claim of the write-up holds (VI.CLAIMS, the table the driver itself states them from).
 
-    python bench/seeds.py [--seeds 10] [--jobs 2] [--quick] [--json F] [--tex plots/seeds.tex]
+    python bench/seeds.py [--seeds 8] [--jobs 2] [--quick] [--json F] [--tex plots/seeds.tex]
                           [--reuse plots/results.json]
 
 Seeds run `jobs` at a time, one single-threaded process each. --reuse takes an existing
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
+from theory import macros  # noqa: E402
 import ebm  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -59,8 +60,8 @@ def run_seed(seed, quick, reuse):
 
 def seed_macros(runs, passes):
     """LaTeX macros (name -> text) summarising the runs, for theory.pdf."""
-    col = lambda path: np.array([float(VI.lookup(r, path)) for r in runs])
-    picks = [ebm.candidate_name(r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"], tex=True) for r in runs]
+    col = lambda path: np.array([float(macros.lookup(r, path)) for r in runs])
+    picks = [macros.candidate(r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]) for r in runs]
     kde_lead = col("compare.ebm_minus_kde.mean")
     out = {"seedsN": str(len(runs)), "seedsClaims": str(len(passes)),
            "seedsClaimsHeld": str(sum(all(h) for h in passes.values())),
@@ -76,7 +77,7 @@ def seed_macros(runs, passes):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--jobs", type=int, default=2, help="seeds run at the same time (default 2)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reuse", help="a results.json to reuse for its seed when its settings match")
@@ -91,7 +92,7 @@ def main(argv=None):
     print(f"{args.seeds} seeds{' (quick settings)' if args.quick else ''}\n")
     print("| number | mean | sd | min | max |\n|---|---|---|---|---|")
     for name, path in HEADLINES.items():
-        v = np.array([float(VI.lookup(r, path)) for r in runs])
+        v = np.array([float(macros.lookup(r, path)) for r in runs])
         ok &= bool(np.isfinite(v).all())
         sd = v.std(ddof=1) if len(v) > 1 else math.nan
         print(f"| {name} | {v.mean():.4f} | {sd:.4f} | {v.min():.4f} | {v.max():.4f} |")
@@ -105,9 +106,9 @@ def main(argv=None):
         print(f"| {key} | {sum(hits)}/{len(hits)}" + (f" (fails for seeds {failed})" if failed else "") + " |")
     if args.json:
         VI.write_text(args.json, VI.dump({"claims": passes, "headlines": {
-            name: [float(VI.lookup(r, path)) for r in runs] for name, path in HEADLINES.items()}}))
+            name: [float(macros.lookup(r, path)) for r in runs] for name, path in HEADLINES.items()}}))
     if args.tex:
-        VI.write_macros(args.tex, seed_macros(runs, passes), f"bench/seeds.py over {args.seeds} seeds")
+        VI.write_text(args.tex, macros.macro_file(seed_macros(runs, passes), f"bench/seeds.py over {args.seeds} seeds"))
     return 0 if ok else 1
 
 
