@@ -19,6 +19,7 @@ script measures the pipeline's models); every route is timed here, on the same m
 The tau sweep: for every tau of the selection at the homework route's width, the restarts trained
 to convergence with the homework's proposal: iterations to converge and converged test LL.
 """
+
 import argparse
 import hashlib
 import json
@@ -29,30 +30,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
-from theory import macros  # noqa: E402
-import ebm  # noqa: E402
-import kde  # noqa: E402
+
+# isort: split
 import numpy as np  # noqa: E402
 
-TRAIN_STEP = 0.25  # quadrature cells of the exact route's objective (its models are certified at the fine step)
+import ebm  # noqa: E402
+import kde  # noqa: E402
+from theory import macros  # noqa: E402
+
+# quadrature cells of the exact route's objective (its models are certified at the fine step)
+TRAIN_STEP = 0.25
 NEEDS_TRUTH = {"exact": False, "truth": True, "fitted": False, "pcd": False}
 
 
 def config_of(results):
-    return VI.Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()})
+    return VI.Config(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()}
+    )
 
 
 def trainer(route, x, samples, cfg):
     """A function (tau, hidden, r) -> the r-th restart of the route at (tau, hidden), trained."""
     init, settings = VI.init_energy(cfg.seed), VI.ebm_settings(cfg)["settings"]
     if route == "pcd":
-        return lambda tau, hidden, r: ebm.train_pcd(init(hidden, tau, r), x["train"], x["val"],
-                                                    VI.torch_generator(cfg.seed, f"pcd r={r}"), **PCD)
+        return lambda tau, hidden, r: ebm.train_pcd(
+            init(hidden, tau, r),
+            x["train"],
+            x["val"],
+            VI.torch_generator(cfg.seed, f"pcd r={r}"),
+            **PCD,
+        )
     grid = ebm.grid_sample(cfg.grid_half_width, TRAIN_STEP)
     proposal, validation = (grid, grid) if route == "exact" else samples[route]
     objective, score = ebm.objective(x["train"], proposal), ebm.score(x["val"], validation)
-    return lambda tau, hidden, r: ebm.train(ebm.Run(init(hidden, tau, r)), objective, score,
-                                            cfg.ebm_max_iter, **settings)
+    return lambda tau, hidden, r: ebm.train(
+        ebm.Run(init(hidden, tau, r)), objective, score, cfg.ebm_max_iter, **settings
+    )
 
 
 def run_tasks(tasks, x, samples, cfg, workers):
@@ -64,9 +77,15 @@ def run_tasks(tasks, x, samples, cfg, workers):
         route, tau, hidden, r = task
         run = trainers[route](tau, hidden, r)
         _, cert, ll = ebm.fitted_density(run, x["test"], cfg.grid_step, cfg.grid_half_width)
-        row = dict(restart=r, iterations=run.iterations, best_iteration=run.best_iteration,
-                   converged=run.converged, seconds=run.seconds, test_ll=float(ll.mean()),
-                   mass_outside=cert["mass_outside"])
+        row = dict(
+            restart=r,
+            iterations=run.iterations,
+            best_iteration=run.best_iteration,
+            converged=run.converged,
+            seconds=run.seconds,
+            test_ll=float(ll.mean()),
+            mass_outside=cert["mass_outside"],
+        )
         return row, ll
 
     slow_first = sorted(tasks, key=lambda t: (t[0] != "pcd", t[0] != "exact", -t[1]))
@@ -74,8 +93,12 @@ def run_tasks(tasks, x, samples, cfg, workers):
 
 
 PCD = dict(chains=1000, steps=2, updates=3000)  # persistent contrastive divergence (ebm.train_pcd)
-LABELS = {"exact": "exact gradient (quadrature)", "truth": "IS, $q$ the true mixture",
-          "fitted": "IS, $q$ fitted to the data", "pcd": "persistent contrastive divergence"}
+LABELS = {
+    "exact": "exact gradient (quadrature)",
+    "truth": "IS, $q$ the true mixture",
+    "fitted": "IS, $q$ fitted to the data",
+    "pcd": "persistent contrastive divergence",
+}
 
 
 def main(argv=None):
@@ -90,8 +113,15 @@ def main(argv=None):
     cfg = config_of(results)
     data = VI.make_data(cfg)
     x = {k: VI.tensor(data[k]) for k in ("train", "val", "test")}
-    chosen = {route: (results["ebm"][key]["tau"], results["ebm"][key]["hidden"])
-              for route, key in (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
+    chosen = {
+        route: (results["ebm"][key]["tau"], results["ebm"][key]["hidden"])
+        for route, key in (
+            ("exact", "truth"),
+            ("truth", "truth"),
+            ("fitted", "fitted"),
+            ("pcd", "fitted"),
+        )
+    }
     (tau, hidden), restarts = chosen["truth"], range(cfg.ebm_restarts)
     tasks = [(route, *chosen[route], r) for route in NEEDS_TRUTH for r in restarts]
     tasks += [("truth", t, hidden, r) for t in cfg.ebm_taus if t != tau for r in restarts]
@@ -101,17 +131,31 @@ def main(argv=None):
     kde_ll = kde.log_density(data["test"], data["train"], results["kde"]["sigma"])
     out = dict(results_sha256=hashlib.sha256(raw).hexdigest(), routes={})
     for route, (t, h) in chosen.items():
-        out["routes"][route] = dict(tau=t, hidden=h, needs_truth=NEEDS_TRUTH[route], restarts=rows(route, t, h),
-                                    minus_kde=VI.paired(lls(route, t, h), kde_ll))
+        out["routes"][route] = dict(
+            tau=t,
+            hidden=h,
+            needs_truth=NEEDS_TRUTH[route],
+            restarts=rows(route, t, h),
+            minus_kde=VI.paired(lls(route, t, h), kde_ll),
+        )
     pipeline = np.load(Path(args.results).parent / "log_densities.npz")
     for route, key in (("truth", "ebm"), ("fitted", "ebm_fitted")):  # the pipeline's own models?
-        out["routes"][route]["reproduced"] = bool(np.array_equal(lls(route, *chosen[route]), pipeline[key]))
-    out["routes"]["truth"]["minus_exact"] = VI.paired(lls("truth", tau, hidden), lls("exact", tau, hidden))
-    out["routes"]["pcd"]["minus_fitted"] = VI.paired(lls("pcd", *chosen["pcd"]), lls("fitted", *chosen["fitted"]))
+        out["routes"][route]["reproduced"] = bool(
+            np.array_equal(lls(route, *chosen[route]), pipeline[key])
+        )
+    out["routes"]["truth"]["minus_exact"] = VI.paired(
+        lls("truth", tau, hidden), lls("exact", tau, hidden)
+    )
+    out["routes"]["pcd"]["minus_fitted"] = VI.paired(
+        lls("pcd", *chosen["pcd"]), lls("fitted", *chosen["fitted"])
+    )
     out["tau_sweep"] = [dict(tau=t, restarts=rows("truth", t, hidden)) for t in cfg.ebm_taus]
     uninformed = lls("truth", max(cfg.ebm_taus), hidden)
-    out["uninformed"] = dict(tau=max(cfg.ebm_taus), chosen_minus=VI.paired(lls("truth", tau, hidden), uninformed),
-                             minus_kde=VI.paired(uninformed, kde_ll))
+    out["uninformed"] = dict(
+        tau=max(cfg.ebm_taus),
+        chosen_minus=VI.paired(lls("truth", tau, hidden), uninformed),
+        minus_kde=VI.paired(uninformed, kde_ll),
+    )
     text = VI.dump(out)
     print(text)
     if args.json:
@@ -132,35 +176,74 @@ def spread(rows):
 
 def route_macros(out, results):
     """LaTeX macros of the routes table, the tau table and the sentences about them."""
-    routes, tex = out["routes"], {"routeTrainStep": f"{TRAIN_STEP:g}", "pcdChains": str(PCD["chains"]),
-                                     "pcdSteps": str(PCD["steps"]), "pcdUpdates": str(PCD["updates"])}
+    routes, tex = (
+        out["routes"],
+        {
+            "routeTrainStep": f"{TRAIN_STEP:g}",
+            "pcdChains": str(PCD["chains"]),
+            "pcdSteps": str(PCD["steps"]),
+            "pcdUpdates": str(PCD["updates"]),
+        },
+    )
     rows = []
     for route, r in routes.items():
         mean, sd, _, _ = spread(r["restarts"])
         seconds = np.median([x["seconds"] for x in r["restarts"]])
-        rows.append(f"{LABELS[route]} & {'yes' if r['needs_truth'] else 'no'} & {macros.candidate(r['tau'], r['hidden'])} & "
-                    f"{pm(mean, sd)} & {pm(r['minus_kde']['mean'], r['minus_kde']['se'])} & {seconds:.1f}\\\\")
+        rows.append(
+            f"{LABELS[route]} & {'yes' if r['needs_truth'] else 'no'} & "
+            f"{macros.candidate(r['tau'], r['hidden'])} & "
+            f"{pm(mean, sd)} & {pm(r['minus_kde']['mean'], r['minus_kde']['se'])} & "
+            f"{seconds:.1f}\\\\"
+        )
     tex["routeRows"] = " ".join(rows)
     mean, sd, _, _ = spread(routes["exact"]["restarts"])
     tex.update(routeExactTestLL=f"{mean:.3f}", routeExactTestLLSD=f"{sd:.3f}")
-    for name, c, words in (("TruthMinusExact", routes["truth"]["minus_exact"], ("the importance-sampled gradient fits better",
-                                                                                "the exact gradient fits better", "no difference is detectable")),
-                           ("PcdMinusFitted", routes["pcd"]["minus_fitted"], ("contrastive divergence fits better",
-                                                                               "importance sampling fits better", "no difference is detectable"))):
+    for name, c, words in (
+        (
+            "TruthMinusExact",
+            routes["truth"]["minus_exact"],
+            (
+                "the importance-sampled gradient fits better",
+                "the exact gradient fits better",
+                "no difference is detectable",
+            ),
+        ),
+        (
+            "PcdMinusFitted",
+            routes["pcd"]["minus_fitted"],
+            (
+                "contrastive divergence fits better",
+                "importance sampling fits better",
+                "no difference is detectable",
+            ),
+        ),
+    ):
         tex[f"route{name}"], tex[f"route{name}SE"] = f"{c['mean']:.3f}", f"{c['se']:.3f}"
         tex[f"route{name.replace('Minus', 'Versus')}"] = macros.verdict(c, *words)
     taus = []
     for t in out["tau_sweep"]:
         mean, sd, low, high = spread(t["restarts"])
         iterations = int(np.median([x["iterations"] for x in t["restarts"]]))
-        taus.append(f"{t['tau']:g} & {iterations} & {sum(x['converged'] for x in t['restarts'])} of {len(t['restarts'])} & "
-                    f"{pm(mean, sd)} & \\num{{{low:.3f}}} to \\num{{{high:.3f}}}\\\\")
+        taus.append(
+            f"{t['tau']:g} & {iterations} & "
+            f"{sum(x['converged'] for x in t['restarts'])} of {len(t['restarts'])} & "
+            f"{pm(mean, sd)} & \\num{{{low:.3f}}} to \\num{{{high:.3f}}}\\\\"
+        )
     u = out["uninformed"]
-    tex.update(tauRows=" ".join(taus), tauMax=f"{u['tau']:g}",
-                  chosenMinusUninformed=f"{u['chosen_minus']['mean']:.3f}", chosenMinusUninformedSE=f"{u['chosen_minus']['se']:.3f}",
-                  uninformedVersusChosen=macros.verdict(u["chosen_minus"], "trails", "beats", "cannot be told apart from"),
-                  uninformedMinusKde=f"{u['minus_kde']['mean']:.3f}", uninformedMinusKdeSE=f"{u['minus_kde']['se']:.3f}",
-                  uninformedVersusKde=macros.verdict(u["minus_kde"], "beats", "loses to", "cannot be told apart from"))
+    tex.update(
+        tauRows=" ".join(taus),
+        tauMax=f"{u['tau']:g}",
+        chosenMinusUninformed=f"{u['chosen_minus']['mean']:.3f}",
+        chosenMinusUninformedSE=f"{u['chosen_minus']['se']:.3f}",
+        uninformedVersusChosen=macros.verdict(
+            u["chosen_minus"], "trails", "beats", "cannot be told apart from"
+        ),
+        uninformedMinusKde=f"{u['minus_kde']['mean']:.3f}",
+        uninformedMinusKdeSE=f"{u['minus_kde']['se']:.3f}",
+        uninformedVersusKde=macros.verdict(
+            u["minus_kde"], "beats", "loses to", "cannot be told apart from"
+        ),
+    )
     return tex
 
 

@@ -10,6 +10,7 @@ results.json for its seed instead of recomputing it, if it was computed with the
 configuration. --tex writes the LaTeX macros theory.pdf quotes (`make pdf` runs this). Exit
 status 1 if a number is not finite, or, with --strict, if a claim fails on some seed.
 """
+
 import argparse
 import json
 import math
@@ -23,9 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
-from theory import macros  # noqa: E402
-import ebm  # noqa: E402
+
+# isort: split
 import numpy as np  # noqa: E402
+
+import ebm  # noqa: E402
+from theory import macros  # noqa: E402
 
 HEADLINES = {  # name: path into results.json
     "EM R=10 mean |mu error|": "gmm.big.mean_dist",
@@ -45,7 +49,7 @@ HEADLINES = {  # name: path into results.json
 
 
 def run_seed(seed, quick, reuse):
-    """results.json of one seed: reused if `reuse` holds this seed's results at the same settings."""
+    """results.json of one seed: reused if `reuse` holds this seed at the same settings."""
     args = ["--seed", str(seed)] + (["--quick"] if quick else [])
     cfg, _ = VI.parse_args(args)
     if reuse and Path(reuse).exists():
@@ -53,8 +57,21 @@ def run_seed(seed, quick, reuse):
         if old.get("config") == json.loads(json.dumps(VI.asdict(cfg))):
             return old
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run([sys.executable, str(ROOT / "VI.py"), *args, "--no-figures", "--workers", "1", "--out", out],
-                       check=True, capture_output=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "VI.py"),
+                *args,
+                "--no-figures",
+                "--workers",
+                "1",
+                "--out",
+                out,
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
         return json.loads((Path(out) / "results.json").read_text())
 
 
@@ -63,15 +80,25 @@ def seed_macros(runs, passes):
     col = lambda path: np.array([float(macros.lookup(r, path)) for r in runs])
     picks = [macros.candidate(r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]) for r in runs]
     kde_lead = col("compare.ebm_minus_kde.mean")
-    out = {"seedsN": str(len(runs)), "seedsClaims": str(len(passes)),
-           "seedsClaimsHeld": str(sum(all(h) for h in passes.values())),
-           "seedsEbmOverKdeMin": f"{kde_lead.min():.3f}", "seedsEbmOverKdeMax": f"{kde_lead.max():.3f}",
-           "seedsEbmGapMean": f"{col('compare.truth_minus_ebm.mean').mean():.3f}",
-           "seedsEmBigMeanDistMax": f"{col('gmm.big.mean_dist').max():.2f}",
-           "seedsEmSmallMeanDistMin": f"{col('gmm.small.mean_dist').min():.2f}",
-           "seedsPicks": "; ".join(f"{p} on {picks.count(p)}" for p in sorted(set(picks), key=lambda p: -picks.count(p))),
-           "seedsClaimRows": " ".join(f"{VI.CLAIMS[key][0]} & {sum(hits)}\\\\" for key, hits in passes.items())}
-    out.update({f"seedsHeld{key[0].upper()}{key[1:]}": str(sum(hits)) for key, hits in passes.items()})
+    out = {
+        "seedsN": str(len(runs)),
+        "seedsClaims": str(len(passes)),
+        "seedsClaimsHeld": str(sum(all(h) for h in passes.values())),
+        "seedsEbmOverKdeMin": f"{kde_lead.min():.3f}",
+        "seedsEbmOverKdeMax": f"{kde_lead.max():.3f}",
+        "seedsEbmGapMean": f"{col('compare.truth_minus_ebm.mean').mean():.3f}",
+        "seedsEmBigMeanDistMax": f"{col('gmm.big.mean_dist').max():.2f}",
+        "seedsEmSmallMeanDistMin": f"{col('gmm.small.mean_dist').min():.2f}",
+        "seedsPicks": "; ".join(
+            f"{p} on {picks.count(p)}" for p in sorted(set(picks), key=lambda p: -picks.count(p))
+        ),
+        "seedsClaimRows": " ".join(
+            f"{VI.CLAIMS[key][0]} & {sum(hits)}\\\\" for key, hits in passes.items()
+        ),
+    }
+    out.update(
+        {f"seedsHeld{key[0].upper()}{key[1:]}": str(sum(hits)) for key, hits in passes.items()}
+    )
     return out
 
 
@@ -98,17 +125,41 @@ def main(argv=None):
         print(f"| {name} | {v.mean():.4f} | {sd:.4f} | {v.min():.4f} | {v.max():.4f} |")
     print("\n| seed | homework route's (tau, H) | oracle-free route's (tau, H) |\n|---|---|---|")
     for s, r in enumerate(runs):
-        print(f"| {s} | " + " | ".join(ebm.candidate_name(r["ebm"][k]["tau"], r["ebm"][k]["hidden"]) for k in ("truth", "fitted")) + " |")
+        print(
+            f"| {s} | "
+            + " | ".join(
+                ebm.candidate_name(r["ebm"][k]["tau"], r["ebm"][k]["hidden"])
+                for k in ("truth", "fitted")
+            )
+            + " |"
+        )
     print("\n| claim | seeds where it holds |\n|---|---|")
     for key, hits in passes.items():
         ok &= all(hits) or not args.strict
         failed = [s for s, h in enumerate(hits) if not h]
-        print(f"| {key} | {sum(hits)}/{len(hits)}" + (f" (fails for seeds {failed})" if failed else "") + " |")
+        print(
+            f"| {key} | {sum(hits)}/{len(hits)}"
+            + (f" (fails for seeds {failed})" if failed else "")
+            + " |"
+        )
     if args.json:
-        VI.write_text(args.json, VI.dump({"claims": passes, "headlines": {
-            name: [float(macros.lookup(r, path)) for r in runs] for name, path in HEADLINES.items()}}))
+        VI.write_text(
+            args.json,
+            VI.dump(
+                {
+                    "claims": passes,
+                    "headlines": {
+                        name: [float(macros.lookup(r, path)) for r in runs]
+                        for name, path in HEADLINES.items()
+                    },
+                }
+            ),
+        )
     if args.tex:
-        VI.write_text(args.tex, macros.macro_file(seed_macros(runs, passes), f"bench/seeds.py over {args.seeds} seeds"))
+        VI.write_text(
+            args.tex,
+            macros.macro_file(seed_macros(runs, passes), f"bench/seeds.py over {args.seeds} seeds"),
+        )
     return 0 if ok else 1
 
 

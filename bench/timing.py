@@ -11,6 +11,7 @@ the median. Never asserted in tests: the machines are shared and noisy.
 | `python -m pytest -q`, wall | 60 s |
 | `make pdf` from scratch, in a fresh copy of the tracked files | 3 min |
 """
+
 import argparse
 import datetime
 import json
@@ -31,7 +32,10 @@ def wall(cmd, cwd, env=None):
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode:
-        sys.exit(f"timing.py: {' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        sys.exit(
+            f"timing.py: {' '.join(map(str, cmd))} failed:\n"
+            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
     return time.perf_counter() - t
 
 
@@ -47,7 +51,9 @@ def pipeline(runs, extra=()):
 
 def fresh_copy(folder):
     """The tracked files of the repository (as they are in the working tree) copied to folder."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
@@ -68,16 +74,30 @@ def main(argv=None):
     p.add_argument("--skip", default="", help="comma-separated: pytest, pdf")
     args = p.parse_args(argv)
     skip = set(args.skip.split(","))
-    print(f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"median of the runs listed\n")
+    print(
+        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; "
+        f"median of the runs listed\n"
+    )
     print("| measure | median | runs | target | |\n|---|---|---|---|---|", flush=True)
     walls, figures = pipeline(args.runs)
-    print(row("`python VI.py`, whole process", walls, "20 s"), row("  of which figures", figures, "4 s"), sep="\n", flush=True)
+    print(
+        row("`python VI.py`, whole process", walls, "20 s"),
+        row("  of which figures", figures, "4 s"),
+        sep="\n",
+        flush=True,
+    )
     native, _ = pipeline(args.runs, ["--native-numerics"])
     print(row("`python VI.py --native-numerics`", native, "-"), flush=True)
-    print(f"|   pinned / native | {statistics.median(walls) / statistics.median(native):.2f} | | | |", flush=True)
+    print(
+        f"|   pinned / native | {statistics.median(walls) / statistics.median(native):.2f} | | | |",
+        flush=True,
+    )
     if "pytest" not in skip:
-        times = [wall([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], ROOT) for _ in range(args.test_runs)]
+        times = [
+            wall([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], ROOT)
+            for _ in range(args.test_runs)
+        ]
         print(row("`python -m pytest -q`", times, "60 s"), flush=True)
     if "pdf" not in skip:
         times = []

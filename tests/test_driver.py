@@ -1,5 +1,6 @@
 """python VI.py as a user runs it, called in this process: its outputs, its random streams, its
 independence from the number of worker processes, and its refusal of bad input."""
+
 import json
 from dataclasses import fields, replace
 
@@ -15,7 +16,14 @@ def test_quick_run_writes_every_promised_file(quick):
     for name in FIGURES:
         for ext in ("pdf", "png"):
             assert (quick / f"{name}.{ext}").stat().st_size > 1000, name
-    for name in ("results.json", "results.tex", "timings.json", "data.npz", "log_densities.npz", "ebm_energy.pt"):
+    for name in (
+        "results.json",
+        "results.tex",
+        "timings.json",
+        "data.npz",
+        "log_densities.npz",
+        "ebm_energy.pt",
+    ):
         assert (quick / name).exists(), name
     assert not [p for p in quick.iterdir() if p.name.startswith(".")]  # no temporary left over
 
@@ -38,11 +46,17 @@ def test_saved_data_and_energy_reproduce_the_reported_likelihood(quick):
     import torch
 
     import ebm
+
     results = json.loads((quick / "results.json").read_text())
-    energy, reported = ebm.load_energy(quick / "ebm_energy.pt"), results["ebm"]["truth"]["restarts"][0]
+    energy, reported = (
+        ebm.load_energy(quick / "ebm_energy.pt"),
+        results["ebm"]["truth"]["restarts"][0],
+    )
     a = ebm.log_partition_grid(energy, reported["half_width"], results["config"]["grid_step"])
     with torch.no_grad():
-        e = energy(torch.as_tensor(np.load(quick / "data.npz")["test"], dtype=torch.float32)).double()
+        e = energy(
+            torch.as_tensor(np.load(quick / "data.npz")["test"], dtype=torch.float32)
+        ).double()
     assert a == reported["A"] and abs(float(e.mean()) - a - reported["test_ll"]) < 1e-12
     per_point = np.load(quick / "log_densities.npz")["ebm"][0]
     assert np.array_equal(per_point, e.numpy() - a)
@@ -77,14 +91,28 @@ def test_changing_one_size_changes_no_other_streams_draws(size):
     # training split changes with n by design (through its mean and covariance, not its draws)
     cfg = replace(VI.Config(), n=300, M=400, M_val=500, M_fresh=600, grad_samples=3)
     base, changed = VI.make_data(cfg), VI.make_data(replace(cfg, **{size: getattr(cfg, size) + 7}))
-    uses = {"n": ("train", "val", "test", "train_small", "test_small", "fitted_proposal", "fitted_val_proposal"),
-            "M": ("proposal", "probes", "fitted_proposal"), "M_val": ("val_proposal", "fitted_val_proposal"),
-            "M_fresh": ("fresh_proposal",), "grad_samples": ("probes",)}
+    uses = {
+        "n": (
+            "train",
+            "val",
+            "test",
+            "train_small",
+            "test_small",
+            "fitted_proposal",
+            "fitted_val_proposal",
+        ),
+        "M": ("proposal", "probes", "fitted_proposal"),
+        "M_val": ("val_proposal", "fitted_val_proposal"),
+        "M_fresh": ("fresh_proposal",),
+        "grad_samples": ("probes",),
+    }
     assert set(base) == set(changed)
     for key in base:
         if key not in uses[size]:
             assert np.array_equal(base[key], changed[key]), key
-    assert any(base[k].shape != changed[k].shape for k in uses[size])  # the size did change its own draws
+    assert any(
+        base[k].shape != changed[k].shape for k in uses[size]
+    )  # the size did change its own draws
 
 
 def test_streams_are_keyed_by_name():
@@ -117,8 +145,15 @@ def test_every_option_refuses_a_bad_value_in_one_line_before_anything_is_written
         except (ValueError, SystemExit):
             pass
         status, err = main(opt, value, "--out", out)
-        assert status == 2 and err.strip().count("\n") == 0 and err.startswith("VI.py: error:"), (opt, value, err)
-        assert opt in err or opt.lstrip("-").replace("-", "_") in err or "argument" in err, (opt, err)
+        assert status == 2 and err.strip().count("\n") == 0 and err.startswith("VI.py: error:"), (
+            opt,
+            value,
+            err,
+        )
+        assert opt in err or opt.lstrip("-").replace("-", "_") in err or "argument" in err, (
+            opt,
+            err,
+        )
         assert not out.exists(), opt
 
 

@@ -6,6 +6,7 @@ Tolerances: exact identities are checked in float64 at 1e-9 or tighter (only rou
 the two sides); central differences at 1e-6 (their truncation error at step 1e-6); Monte Carlo
 claims are seeded and bounded by a few standard errors, stated beside each.
 """
+
 import math
 
 import numpy as np
@@ -53,6 +54,7 @@ def flat(grads):
 
 def central_differences(f, energy, eps=1e-6):
     """d f(energy) / d theta by central differences, parameter by parameter (float64)."""
+
     def shifted(p, i, by):
         with torch.no_grad():
             p.view(-1)[i] += by
@@ -67,7 +69,8 @@ def central_differences(f, energy, eps=1e-6):
     return torch.tensor(out, dtype=torch.float64)
 
 
-# ---- the energy and the estimators of problems 1.5-1.6 ------------------------------------------
+# ---- the energy and the estimators of problems 1.5-1.6 -------------------------------------------
+
 
 def test_energy_initialisation_is_a_function_of_the_generator():
     a, b = (ebm.Energy(8, 1.0, torch.Generator().manual_seed(3)) for _ in range(2))
@@ -80,7 +83,9 @@ def test_the_energy_is_the_formula_of_the_write_up():
     energy = random_energy(1, hidden=5, tau=1.7, scale=2.0)
     x = torch.tensor(np.random.default_rng(1).normal(size=(30, 2)) * 5)
     w1, b1, w2, b2 = (p.detach() for p in energy.parameters())
-    by_hand = torch.nn.functional.softplus(x @ w1.T + b1) @ w2[0] + b2 - (x * x).sum(1) / (2 * 1.7**2)
+    by_hand = (
+        torch.nn.functional.softplus(x @ w1.T + b1) @ w2[0] + b2 - (x * x).sum(1) / (2 * 1.7**2)
+    )
     assert torch.allclose(energy(x).detach(), by_hand, rtol=0, atol=1e-12)
 
 
@@ -102,12 +107,14 @@ def test_is_gradient_equals_a_naive_ratio_of_sums():
     params = list(energy.parameters())
     num, den = [torch.zeros_like(p) for p in params], 0.0
     for m in range(60):
-        e = energy(s.x[m:m + 1])[0]
+        e = energy(s.x[m : m + 1])[0]
         ratio = torch.exp(e - s.log_q[m]).item()
         for acc, g in zip(num, torch.autograd.grad(e, params), strict=True):
             acc += g * ratio / 60
         den += ratio / 60
-    assert torch.allclose(flat(ebm.grad_log_partition(energy, s)), flat(num) / den, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(
+        flat(ebm.grad_log_partition(energy, s)), flat(num) / den, rtol=1e-9, atol=1e-12
+    )
 
 
 def test_the_training_objective_and_its_gradient_match_central_differences():
@@ -117,9 +124,13 @@ def test_the_training_objective_and_its_gradient_match_central_differences():
     objective = ebm.objective(data, s)
     value, grads = objective(energy)
     with torch.no_grad():
-        by_hand = float(energy(data).mean() - torch.logsumexp(energy(s.x) - s.log_q, 0) + math.log(400))
+        by_hand = float(
+            energy(data).mean() - torch.logsumexp(energy(s.x) - s.log_q, 0) + math.log(400)
+        )
     assert math.isclose(value, by_hand, abs_tol=1e-10)
-    assert torch.allclose(flat(grads), central_differences(lambda e: objective(e)[0], energy), atol=1e-6)
+    assert torch.allclose(
+        flat(grads), central_differences(lambda e: objective(e)[0], energy), atol=1e-6
+    )
 
 
 def test_quadrature_is_importance_sampling_with_a_uniform_proposal_on_the_grid():
@@ -156,13 +167,18 @@ def test_equal_weights_give_the_plain_average_of_contrastive_divergence():
     energy = random_energy(6, hidden=4)
     x = torch.tensor(np.random.default_rng(6).normal(size=(50, 2)) * 3)
     average = flat(torch.autograd.grad(energy(x).mean(), list(energy.parameters())))
-    assert torch.allclose(flat(ebm.grad_log_partition(energy, ebm.equal_weights(energy, x))), average, atol=1e-12)
+    assert torch.allclose(
+        flat(ebm.grad_log_partition(energy, ebm.equal_weights(energy, x))), average, atol=1e-12
+    )
 
 
 def test_is_estimates_converge_to_quadrature_as_M_grows():
     energy = random_energy(10, tau=3.0)
     exact = ebm.grid_sample(20.0, 0.05, torch.float64)
-    a_ref, g_ref = ebm.log_partition_grid(energy, 20.0, 0.05), flat(ebm.grad_log_partition(energy, exact))
+    a_ref, g_ref = (
+        ebm.log_partition_grid(energy, 20.0, 0.05),
+        flat(ebm.grad_log_partition(energy, exact)),
+    )
     errors = []
     for M in (300, 3_000, 300_000):
         a_err, g_err = [], []
@@ -216,12 +232,15 @@ def test_the_certified_box_holds_all_but_a_millionth_of_the_mass(tau):
 
 def test_effective_sample_size_limits():
     a, se, ess = ebm.log_mean_exp_se(torch.zeros(50, dtype=torch.float64))
-    assert abs(a) < 1e-14 and se < 1e-6 and math.isclose(ess, 50.0)  # equal weights: no Monte Carlo error
+    assert (
+        abs(a) < 1e-14 and se < 1e-6 and math.isclose(ess, 50.0)
+    )  # equal weights: no Monte Carlo error
     one_hot = torch.tensor([0.0] + [-1e4] * 49, dtype=torch.float64)
     assert math.isclose(ebm.log_mean_exp_se(one_hot)[2], 1.0)
 
 
-# ---- L-BFGS, the stopping rule, the selection -----------------------------------------------------
+# ---- L-BFGS, the stopping rule, the selection ----------------------------------------------------
+
 
 def test_lbfgs_maximises_a_concave_quadratic_and_the_negative_rosenbrock():
     rng = np.random.default_rng(12)
@@ -235,7 +254,9 @@ def test_lbfgs_maximises_a_concave_quadratic_and_the_negative_rosenbrock():
 
     def rosenbrock(v):
         x, y = v
-        return -((1 - x) ** 2 + 100 * (y - x * x) ** 2), -np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+        return -((1 - x) ** 2 + 100 * (y - x * x) ** 2), -np.array(
+            [-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)]
+        )
 
     opt = ebm.LBFGS(np.array([-1.2, 1.0]), *rosenbrock(np.array([-1.2, 1.0])))
     for _ in range(200):
@@ -247,46 +268,68 @@ def test_lbfgs_maximises_a_concave_quadratic_and_the_negative_rosenbrock():
 def small_problem(seed=13, n=300):
     rng = np.random.default_rng(seed)
     draw = lambda m: torch.tensor(gmm_em.sample(m, MEANS, WEIGHTS, rng)[0], dtype=torch.float32)
-    sample = lambda x: ebm.Sample(x, torch.tensor(gmm_em.log_prob(x.double().numpy(), MEANS, WEIGHTS),
-                                                  dtype=torch.float32))
+    sample = lambda x: ebm.Sample(
+        x, torch.tensor(gmm_em.log_prob(x.double().numpy(), MEANS, WEIGHTS), dtype=torch.float32)
+    )
     train, val, prop, vprop = draw(n), draw(n), sample(draw(1000)), sample(draw(2000))
     return ebm.objective(train, prop), ebm.score(val, vprop)
 
 
 def test_training_raises_the_validation_likelihood_and_keeps_the_best_iterate():
     objective, score = small_problem()
-    run = ebm.train(ebm.Run(ebm.Energy(16, 1.0, torch.Generator().manual_seed(13))), objective, score, 80,
-                    eval_every=5)
+    run = ebm.train(
+        ebm.Run(ebm.Energy(16, 1.0, torch.Generator().manual_seed(13))),
+        objective,
+        score,
+        80,
+        eval_every=5,
+    )
     assert run.val_ll[-1] > run.val_ll[0] + 5.0 and run.best_val == max(run.val_ll)
     assert math.isclose(score(ebm.best_energy(run)), run.best_val, abs_tol=1e-6)  # the kept weights
 
 
 def test_training_resumes_exactly_where_it_stopped_even_in_another_process():
     import pickle
+
     objective, score = small_problem()
     make = lambda: ebm.Run(ebm.Energy(8, 1.0, torch.Generator().manual_seed(14)))
     straight = ebm.train(make(), objective, score, 40)
-    paused = pickle.loads(pickle.dumps(ebm.train(make(), objective, score, 20)))  # as fork_map sends it
+    paused = pickle.loads(
+        pickle.dumps(ebm.train(make(), objective, score, 20))
+    )  # as fork_map sends it
     paused = ebm.train(paused, objective, score, 40)
     assert paused.iterations == straight.iterations == 40 and paused.val_ll == straight.val_ll
-    assert all(torch.equal(p, q) for p, q in zip(paused.energy.parameters(), straight.energy.parameters(), strict=True))
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(paused.energy.parameters(), straight.energy.parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("best, stop", [(0, 30), (20, 50), (200, 400)])
 def test_a_run_stops_once_its_plateau_is_as_long_as_the_climb_before_it(best, stop):
     # validation improves until `best`, then never again: with patience 30 the run ends at
     # max(best + 30, 2 best), so a long climb earns a long wait
-    uphill = lambda energy: (float(sum(p.detach().sum() for p in energy.parameters())),  # never stationary
-                             [torch.ones_like(p) for p in energy.parameters()])
+    uphill = lambda energy: (
+        float(sum(p.detach().sum() for p in energy.parameters())),  # never stationary
+        [torch.ones_like(p) for p in energy.parameters()],
+    )
     scores = iter(list(range(best // 10 + 1)) + [-1] * 1000)
-    run = ebm.train(ebm.Run(ebm.Energy(4, 1.0, torch.Generator().manual_seed(15))), uphill,
-                    lambda energy: float(next(scores)), 10**6, eval_every=10, patience=30)
+    run = ebm.train(
+        ebm.Run(ebm.Energy(4, 1.0, torch.Generator().manual_seed(15))),
+        uphill,
+        lambda energy: float(next(scores)),
+        10**6,
+        eval_every=10,
+        patience=30,
+    )
     assert run.converged and run.best_iteration == best and run.iterations == stop
 
 
 def test_successive_halving_keeps_the_best_third_and_ranks_every_candidate():
     runs = {name: ebm.Run(None) for name in "abcdefghi"}
-    quality = dict(zip("abcdefghi", [3, 9, 1, 7, 5, 8, 2, 6, 4], strict=True))  # b > f > d > h > ...
+    quality = dict(
+        zip("abcdefghi", [3, 9, 1, 7, 5, 8, 2, 6, 4], strict=True)
+    )  # b > f > d > h > ...
     trained = {}
 
     def train_to(until):
@@ -295,14 +338,18 @@ def test_successive_halving_keeps_the_best_third_and_ranks_every_candidate():
             trained.setdefault(name, []).append(until)
             run.best_val = quality[name] + until / 1000
             return run
+
         return step
 
     runs, ranking = ebm.successive_halving(runs, train_to, (10, 20, 30), keep=3)
-    assert ranking[0] == "b" and ranking[:3] == ["b", "f", "d"] and sorted(ranking) == sorted(quality)
+    assert (
+        ranking[0] == "b" and ranking[:3] == ["b", "f", "d"] and sorted(ranking) == sorted(quality)
+    )
     assert trained["b"] == [10, 20, 30] and trained["f"] == [10, 20] and trained["a"] == [10]
 
 
-# ---- sampling from the model -------------------------------------------------------------------------
+# ---- sampling from the model ---------------------------------------------------------------------
+
 
 def test_mala_samples_a_gaussian_energy_with_the_target_acceptance():
     energy, _ = gaussian_energy(b=0.0, tau=3.0)  # p = N(0, 9 I)
@@ -322,9 +369,19 @@ def test_independence_jumps_keep_the_chain_exact_and_let_it_leave_its_start():
     energy, _ = gaussian_energy(b=0.0, tau=3.0)
     x0 = torch.full((4000, 2), 30.0, dtype=torch.float64)
     proposal = (np.array([3.0, 3.0]), 36.0 * np.eye(2))
-    x, _, jump_rate, _ = ebm.mala(energy, x0, 60, torch.Generator().manual_seed(21), step_size=0.01,
-                                  proposal=proposal, jump=0.5)
-    assert np.abs(x.mean(0).numpy()).max() < 4 * 0.047 and np.abs(x.var(0).numpy() - 9.0).max() < 4 * 0.20
+    x, _, jump_rate, _ = ebm.mala(
+        energy,
+        x0,
+        60,
+        torch.Generator().manual_seed(21),
+        step_size=0.01,
+        proposal=proposal,
+        jump=0.5,
+    )
+    assert (
+        np.abs(x.mean(0).numpy()).max() < 4 * 0.047
+        and np.abs(x.var(0).numpy() - 9.0).max() < 4 * 0.20
+    )
     assert 0.1 < jump_rate < 0.9
     stuck, _, _, _ = ebm.mala(energy, x0, 60, torch.Generator().manual_seed(21), step_size=0.01)
     assert stuck.mean() > 20  # without the jumps the chains are still near their start
@@ -337,8 +394,13 @@ def test_mode_masses_and_the_chi_square_test_of_the_chains():
     model = random_energy(22, hidden=8, tau=2.0, scale=2.0)
     masses = ebm.mode_masses(model, 10, 20.0, 0.1)
     assert math.isclose(masses.sum(), 1.0) and masses.max() > 2 * masses.min()
-    p_values = [ebm.chi_square_modes(ebm.sample_grid(model, 20.0, 0.1, 2000, torch.Generator().manual_seed(s)).numpy(),
-                                     masses)[1] for s in range(20)]
+    p_values = [
+        ebm.chi_square_modes(
+            ebm.sample_grid(model, 20.0, 0.1, 2000, torch.Generator().manual_seed(s)).numpy(),
+            masses,
+        )[1]
+        for s in range(20)
+    ]
     # about 5% rejected at the 5% level: 1 of 20 expected, 4 or more has probability 0.016
     assert np.sum(np.array(p_values) < 0.05) <= 3
     start = torch.tensor([[2.0, 0.5]] * 2000, dtype=torch.float64)
@@ -350,7 +412,9 @@ def test_the_input_gradient_is_the_gaussians_score():
     energy, _ = gaussian_energy(b=0.0, tau=3.0)
     x = torch.tensor(np.random.default_rng(16).normal(size=(20, 2)) * 4)
     e, g = ebm.energy_and_grad(energy, x)
-    assert torch.allclose(g, -x / 9.0, atol=1e-12) and torch.allclose(e, -(x * x).sum(1) / 18.0, atol=1e-12)
+    assert torch.allclose(g, -x / 9.0, atol=1e-12) and torch.allclose(
+        e, -(x * x).sum(1) / 18.0, atol=1e-12
+    )
 
 
 def test_mala_leaves_the_learned_model_where_it_is(quick):
@@ -391,7 +455,8 @@ def test_a_saved_energy_reloads_whatever_its_architecture(tmp_path):
             assert torch.equal(energy(x), loaded(x)) and loaded.spec == energy.spec
 
 
-# ---- the training routes without the oracle (bench/routes.py) ---------------------------------------
+# ---- the training routes without the oracle (bench/routes.py) ------------------------------------
+
 
 def test_contrastive_divergence_with_exact_draws_is_the_exact_gradient():
     # the negative phase of CD, the plain average of grad E over draws from p_theta, against grad A
@@ -402,35 +467,53 @@ def test_contrastive_divergence_with_exact_draws_is_the_exact_gradient():
     for n, seed in ((4_000, 25), (64_000, 26)):
         x = ebm.sample_grid(energy, 20.0, 0.05, n, torch.Generator().manual_seed(seed))
         cd = flat(ebm.grad_log_partition(energy, ebm.equal_weights(energy, x)))
-        per_draw = torch.stack([flat(torch.autograd.grad(energy(x[i:i + 1])[0], list(energy.parameters())))
-                                for i in range(200)])
+        per_draw = torch.stack(
+            [
+                flat(torch.autograd.grad(energy(x[i : i + 1])[0], list(energy.parameters())))
+                for i in range(200)
+            ]
+        )
         se = per_draw.std(0) / math.sqrt(n)  # per-parameter standard error of the average
         assert (cd - exact).abs().max() < 4 * se.max() + 1e-9, n
 
 
 def test_pcd_trains_the_energy_towards_the_data():
-    # a short persistent contrastive divergence run raises the validation LL and keeps its best iterate
+    # a short persistent contrastive divergence run raises the validation LL and keeps its best
+    # iterate
     rng = np.random.default_rng(27)
     draw = lambda m: torch.tensor(gmm_em.sample(m, MEANS, WEIGHTS, rng)[0], dtype=torch.float32)
     train, val = draw(300), draw(300)
-    run = ebm.train_pcd(ebm.Energy(16, 1.0, torch.Generator().manual_seed(27)), train, val,
-                        torch.Generator().manual_seed(28), chains=200, updates=300, eval_every=50)
+    run = ebm.train_pcd(
+        ebm.Energy(16, 1.0, torch.Generator().manual_seed(27)),
+        train,
+        val,
+        torch.Generator().manual_seed(28),
+        chains=200,
+        updates=300,
+        eval_every=50,
+    )
     assert run.val_ll[-1] > run.val_ll[0] + 3.0 and run.best_val == max(run.val_ll)
     energy = ebm.best_energy(run)
-    assert math.isclose(float(ebm.energies(energy, val).mean()) - ebm.log_partition_grid(energy, 20.0, 0.2),
-                        run.best_val, abs_tol=1e-9)
+    assert math.isclose(
+        float(ebm.energies(energy, val).mean()) - ebm.log_partition_grid(energy, 20.0, 0.2),
+        run.best_val,
+        abs_tol=1e-9,
+    )
 
 
 def test_a_proposal_fitted_to_the_data_estimates_a_trained_models_A(quick):
     # the oracle-free proposal, a Gaussian with the training data's mean and covariance, against
     # quadrature on the quick run's trained energy: within 3 of its standard errors
     import VI
+
     energy = ebm.load_energy(quick / "ebm_energy.pt")
     train = np.load(quick / "data.npz")["train"]
     mean, cov = VI.fitted_gaussian(train)
     x = np.random.default_rng(29).multivariate_normal(mean, cov, size=50_000)
-    sample = ebm.Sample(torch.tensor(x, dtype=torch.float32),
-                        torch.tensor(stats.multivariate_normal(mean, cov).logpdf(x), dtype=torch.float32))
+    sample = ebm.Sample(
+        torch.tensor(x, dtype=torch.float32),
+        torch.tensor(stats.multivariate_normal(mean, cov).logpdf(x), dtype=torch.float32),
+    )
     a_hat, se, ess = ebm.log_mean_exp_se(ebm.sample_log_weights(energy, sample))
     a = ebm.certified_log_partition(energy, 0.1)["A"]
     assert abs(a_hat - a) < 3 * se and ess > 1000

@@ -1,5 +1,6 @@
 """Numerics at the edges and faults: finite numbers or a clear error, never a silent NaN,
 and an interrupted run that leaves the previous outputs intact."""
+
 import math
 import signal
 import subprocess
@@ -43,8 +44,9 @@ def ring_problem(seed, n_train=200, M=1000):
     means, w = gmm_em.ring(10, 10.0)
     rng = np.random.default_rng(seed)
     draw = lambda n: torch.as_tensor(gmm_em.sample(n, means, w, rng)[0], dtype=torch.float32)
-    sample = lambda x: ebm.Sample(x, torch.as_tensor(gmm_em.log_prob(x.double().numpy(), means, w),
-                                                     dtype=torch.float32))
+    sample = lambda x: ebm.Sample(
+        x, torch.as_tensor(gmm_em.log_prob(x.double().numpy(), means, w), dtype=torch.float32)
+    )
     return draw(n_train), sample(draw(M)), sample(draw(M))
 
 
@@ -57,7 +59,9 @@ def test_a_badly_scaled_energy_gives_finite_estimates_and_training():
     with torch.no_grad():
         assert math.isfinite(float(ebm.log_partition(energy, prop)))
     assert math.isfinite(ebm.log_partition_grid(energy, 20.0, 0.1))
-    run = ebm.train(ebm.Run(energy), ebm.objective(data, prop), ebm.score(data, vprop), 50, eval_every=10)
+    run = ebm.train(
+        ebm.Run(energy), ebm.objective(data, prop), ebm.score(data, vprop), 50, eval_every=10
+    )
     assert np.isfinite(run.val_ll).all() and run.val_ll[-1] > run.val_ll[0]
 
 
@@ -74,12 +78,31 @@ def test_sigint_during_ebm_training_leaves_the_previous_outputs_intact(quick, tm
     for f in quick.iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
     before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
-    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "VI.py"), "--quick", "--seed", "7", "--workers", "1",
-                             "--ebm-rungs", "5,100000", "--ebm-patience", "100000", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            # a shell's background job starts with SIGINT ignored, and Python keeps
-                            # an inherited SIG_IGN: give the child the default so Ctrl-C can reach it
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            str(ROOT / "VI.py"),
+            "--quick",
+            "--seed",
+            "7",
+            "--workers",
+            "1",
+            "--ebm-rungs",
+            "5,100000",
+            "--ebm-patience",
+            "100000",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        # a shell's background job starts with SIGINT ignored, and Python keeps
+        # an inherited SIG_IGN: give the child the default so Ctrl-C can reach it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in proc.stdout:  # wait until training has started
         if line.startswith("kde:"):  # the EBM's training comes next
             break

@@ -1,6 +1,7 @@
 """The figures as printed: each is drawn at the size theory.pdf prints it (no scaling in LaTeX),
-so its fonts are the printed sizes. Every text is at least 8 pt (against the 11 pt body) and
+so its fonts are the printed sizes. Every text is at least 8 pt (against the 10 pt body) and
 lies inside the figure, so nothing is clipped when saved."""
+
 import re
 
 import pytest
@@ -14,8 +15,10 @@ FLOOR = 8.0  # points
 @pytest.fixture(scope="module")
 def figures():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     cfg, _ = VI.parse_args(["--quick"])
     results, made = VI.run(cfg, 1, {})
     results["claims"] = {name: bool(test(results)) for name, (_, test) in VI.CLAIMS.items()}
@@ -30,6 +33,7 @@ def figures():
 
 def texts(fig):
     from matplotlib.text import Text
+
     return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
 
@@ -41,18 +45,37 @@ def test_every_figure_of_the_write_up_is_drawn(figures):
 
 def test_the_write_up_prints_every_figure_at_its_own_size(figures):
     source = "".join(p.read_text() for p in (ROOT / "theory").glob("*.tex"))
-    assert not re.search(r"\\includegraphics\[", source), "a figure scaled by LaTeX changes its font sizes"
+    assert not re.search(r"\\includegraphics\[", source), (
+        "a figure scaled by LaTeX changes its font sizes"
+    )
     for name, fig in figures.items():
         assert fig.get_figwidth() <= VI.TEXT_WIDTH + 1e-9, name
 
 
-@pytest.mark.parametrize("name", ["em", "kde", "ebm_training", "ebm_density", "ebm_selection", "ebm_samples",
-                                  "kl", "elbo_points", "elbo_K", "iwae"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "em",
+        "kde",
+        "ebm_training",
+        "ebm_density",
+        "ebm_selection",
+        "ebm_samples",
+        "kl",
+        "elbo_points",
+        "elbo_K",
+        "iwae",
+    ],
+)
 def test_every_text_is_at_least_8_points_and_everything_inside_the_figure(figures, name):
     fig = figures[name]
     for t in texts(fig):
         assert t.get_fontsize() >= FLOOR, (name, t.get_text(), t.get_fontsize())
-    drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, what was drawn: nothing may stick out
+    drawn = fig.get_tightbbox(
+        fig.canvas.get_renderer()
+    )  # inches, what was drawn: nothing may stick out
     tolerance = 0.02
     assert drawn.x0 >= -tolerance and drawn.y0 >= -tolerance, (name, drawn)
-    assert drawn.x1 <= fig.get_figwidth() + tolerance and drawn.y1 <= fig.get_figheight() + tolerance, (name, drawn)
+    assert (
+        drawn.x1 <= fig.get_figwidth() + tolerance and drawn.y1 <= fig.get_figheight() + tolerance
+    ), (name, drawn)

@@ -4,6 +4,7 @@ Tolerances: 1e-10 and tighter compare two exact computations of the same quantit
 round-off separates them); seeded statistical checks use bounds of several standard errors,
 stated beside each.
 """
+
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
@@ -46,7 +47,9 @@ def test_log_prob_is_finite_far_from_every_centre():
     mu, w = gmm_em.ring_means(10, 10.0), gmm_em.uniform_weights(10)
     lp = gmm_em.log_prob(np.array([[60.0, 0.0]]), mu, w)
     assert np.isfinite(lp).all()
-    assert np.isclose(lp[0], np.log(0.1) - np.log(2 * np.pi) - 0.5 * 50.0**2, atol=1e-9)  # nearest centre
+    assert np.isclose(
+        lp[0], np.log(0.1) - np.log(2 * np.pi) - 0.5 * 50.0**2, atol=1e-9
+    )  # nearest centre
 
 
 def test_responsibilities_sum_to_one_and_match_bayes_rule():
@@ -97,7 +100,9 @@ def test_em_never_decreases_the_log_likelihood(R, accelerate):
     rng = np.random.default_rng(6)
     mu, w = gmm_em.ring_means(10, R), gmm_em.uniform_weights(10)
     x, _ = gmm_em.sample(500, mu, w, rng)
-    fit = gmm_em.em(x, x[rng.choice(500, 10, replace=False)], tol=1e-10, max_maps=300, accelerate=accelerate)
+    fit = gmm_em.em(
+        x, x[rng.choice(500, 10, replace=False)], tol=1e-10, max_maps=300, accelerate=accelerate
+    )
     assert np.all(np.diff(fit.history) >= -1e-12)  # round-off only
     assert np.isclose(fit.weights.sum(), 1.0) and np.all(fit.weights >= 0)
 
@@ -110,7 +115,10 @@ def test_accelerated_em_reaches_plain_ems_fixed_point_in_far_fewer_iterations():
     plain = gmm_em.em(x, start, tol=1e-10, max_maps=100_000, accelerate=False)
     fast = gmm_em.em(x, start, tol=1e-10, max_maps=100_000)
     assert plain.converged and fast.converged and fast.n_iter < plain.n_iter / 5
-    assert np.abs(fast.means - plain.means).max() < 1e-5 and abs(fast.history[-1] - plain.history[-1]) < 1e-10
+    assert (
+        np.abs(fast.means - plain.means).max() < 1e-5
+        and abs(fast.history[-1] - plain.history[-1]) < 1e-10
+    )
 
 
 def test_em_recovers_the_separated_ring():
@@ -128,9 +136,14 @@ def test_em_recovers_the_separated_ring():
 def test_fit_em_keeps_the_most_likely_restart_and_warns_at_the_cap():
     rng = np.random.default_rng(8)
     x, _ = gmm_em.sample(300, gmm_em.ring_means(10, 1.0), gmm_em.uniform_weights(10), rng)
-    fits = [gmm_em.em(x, gmm_em.kmeans_pp_init(x, 10, np.random.default_rng(80 + r)), 1e-14, 30) for r in range(3)]
+    fits = [
+        gmm_em.em(x, gmm_em.kmeans_pp_init(x, 10, np.random.default_rng(80 + r)), 1e-14, 30)
+        for r in range(3)
+    ]
     with pytest.warns(RuntimeWarning, match="max_maps"):
-        fit = gmm_em.fit_em(x, 10, [np.random.default_rng(80 + r) for r in range(3)], tol=1e-14, max_maps=30)
+        fit = gmm_em.fit_em(
+            x, 10, [np.random.default_rng(80 + r) for r in range(3)], tol=1e-14, max_maps=30
+        )
     assert not fit.converged and fit.history[-1] == max(f.history[-1] for f in fits)
 
 
@@ -155,6 +168,7 @@ def test_greedy_seeding_finds_every_separated_cluster_across_datasets():
 
 def test_logsumexp_matches_scipy_including_infinite_entries():
     from scipy.special import logsumexp as reference
+
     rng = np.random.default_rng(10)
     a = rng.normal(size=(30, 7)) * 300  # spreads that overflow a naive exp
     a[3, :] = -np.inf  # a row that is all zero weight
@@ -186,7 +200,11 @@ def test_em_stops_at_the_maximum_where_the_likelihood_is_flat():
     x, _ = gmm_em.sample(1000, mu, w, rng)
     fit = gmm_em.fit_em(x, 10, [np.random.default_rng(120 + r) for r in range(2)], tol=1e-8)
     means, weights, ll = gmm_em.maximise_likelihood(x, fit.means, fit.weights)
-    assert fit.converged and abs(ll - fit.history[-1]) < 1e-10 and np.abs(means - fit.means).max() < 1e-4
+    assert (
+        fit.converged
+        and abs(ll - fit.history[-1]) < 1e-10
+        and np.abs(means - fit.means).max() < 1e-4
+    )
     at_max = gmm_em.parameter_errors(gmm_em.EMFit(means, weights), mu, w)
     for key, value in gmm_em.parameter_errors(fit, mu, w).items():
         assert abs(value - at_max[key]) < 1e-4, key
@@ -195,7 +213,10 @@ def test_em_stops_at_the_maximum_where_the_likelihood_is_flat():
     plain = gmm_em.em(x, start, 0.0, 3000, accelerate=False).history
     stop = next(t for t in range(1, len(plain)) if plain[t] - plain[t - 1] < 1e-6)
     early = gmm_em.em(x, start, 0.0, stop, accelerate=False)
-    assert np.linalg.norm(early.means - fit.means, axis=1).max() > 0.1 and fit.history[-1] - plain[stop] < 1e-3
+    assert (
+        np.linalg.norm(early.means - fit.means, axis=1).max() > 0.1
+        and fit.history[-1] - plain[stop] < 1e-3
+    )
 
 
 def test_likelihood_gradient_matches_central_differences():
@@ -203,11 +224,17 @@ def test_likelihood_gradient_matches_central_differences():
     x = rng.normal(size=(50, 2)) * 2
     means, logits = rng.normal(size=(4, 2)), rng.normal(size=4)
     _, d_means, d_logits = gmm_em.mean_log_likelihood_and_grad(x, means, logits)
-    f = lambda m, l: gmm_em.mean_log_likelihood_and_grad(x, m, l)[0]
+    f = lambda m, logits: gmm_em.mean_log_likelihood_and_grad(x, m, logits)[0]
     eps = 1e-6
     for k in range(4):
-        e = np.zeros(4); e[k] = eps
-        assert np.isclose(d_logits[k], (f(means, logits + e) - f(means, logits - e)) / (2 * eps), atol=1e-8)
+        e = np.zeros(4)
+        e[k] = eps
+        assert np.isclose(
+            d_logits[k], (f(means, logits + e) - f(means, logits - e)) / (2 * eps), atol=1e-8
+        )
         for j in range(2):
-            m = np.zeros((4, 2)); m[k, j] = eps
-            assert np.isclose(d_means[k, j], (f(means + m, logits) - f(means - m, logits)) / (2 * eps), atol=1e-8)
+            m = np.zeros((4, 2))
+            m[k, j] = eps
+            assert np.isclose(
+                d_means[k, j], (f(means + m, logits) - f(means - m, logits)) / (2 * eps), atol=1e-8
+            )

@@ -1,4 +1,5 @@
 """The KDE against a naive loop, its normalisation, its blocking, and the sigma search."""
+
 import numpy as np
 import pytest
 from scipy.stats import gaussian_kde, multivariate_normal
@@ -17,8 +18,10 @@ def ring():
 def test_matches_a_naive_loop_over_kernels(ring):
     train, queries = ring[0][:40], ring[1][:15]
     sigma = 0.7  # a variance: the kernel covariance is sigma * I
-    naive = [np.log(np.mean([multivariate_normal(xi, sigma * np.eye(2)).pdf(q) for xi in train]))
-             for q in queries]
+    naive = [
+        np.log(np.mean([multivariate_normal(xi, sigma * np.eye(2)).pdf(q) for xi in train]))
+        for q in queries
+    ]
     assert np.allclose(kde.log_density(queries, train, sigma), naive, atol=1e-12)
 
 
@@ -73,4 +76,6 @@ def test_the_search_scorer_equals_the_plain_density_at_every_scale(ring):
     # the scorer sorts distances and drops kernels below e^-40 of the nearest: round-off only
     score = kde.likelihood_scorer(ring[1], ring[0])
     for sigma in (1e-6, 1e-2, 0.3, 10.0, 1e3):
-        assert np.isclose(score(sigma), kde.mean_log_likelihood(ring[1], ring[0], sigma), rtol=0, atol=1e-12)
+        assert np.isclose(
+            score(sigma), kde.mean_log_likelihood(ring[1], ring[0], sigma), rtol=0, atol=1e-12
+        )

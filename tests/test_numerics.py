@@ -5,6 +5,7 @@ loops, one thread instead of two. VI.py pins those choices where a run starts, s
 must write a byte-identical results.json. Without the pins (python VI.py --native-numerics)
 they differ, which shows that the variants do reach the kernels.
 """
+
 import os
 import subprocess
 import sys
@@ -28,10 +29,18 @@ VARIANTS = {
 
 
 def results_of(variant, out, *extra):
-    env = {k: v for k, v in os.environ.items() if k not in VI_PINS}  # as a user's shell would have it
+    env = {
+        k: v for k, v in os.environ.items() if k not in VI_PINS
+    }  # as a user's shell would have it
     env.update(VARIANTS[variant])
-    proc = subprocess.run([sys.executable, str(ROOT / "VI.py"), *ARGS, *extra, "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "VI.py"), *ARGS, *extra, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return (out / "results.json").read_bytes()
 
@@ -43,7 +52,13 @@ VI_PINS = __import__("VI").NUMERICS
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("numerics")
     with ThreadPoolExecutor(2) as pool:  # two single-threaded processes at a time
-        return dict(zip(VARIANTS, pool.map(lambda v: results_of(v, folder / v.replace(" ", "_")), VARIANTS), strict=True))
+        return dict(
+            zip(
+                VARIANTS,
+                pool.map(lambda v: results_of(v, folder / v.replace(" ", "_")), VARIANTS),
+                strict=True,
+            )
+        )
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "plain"])

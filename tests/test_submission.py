@@ -1,4 +1,5 @@
 """The hand-in zip: exactly theory.pdf and a VI.py that runs alone and reproduces the repo."""
+
 import subprocess
 import sys
 import zipfile
@@ -45,11 +46,15 @@ def test_a_bad_netid_is_refused_and_nothing_is_written(tmp_path, netid):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(subprocess.run(["which", "make"], capture_output=True).returncode != 0,
-                    reason="make is not installed")
+@pytest.mark.skipif(
+    subprocess.run(["which", "make"], capture_output=True).returncode != 0,
+    reason="make is not installed",
+)
 def test_make_submission_refuses_a_missing_netid_before_building():
     before = sorted(p.name for p in ROOT.iterdir())
-    proc = subprocess.run(["make", "submission", "NETID="], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        ["make", "submission", "NETID="], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode != 0 and "netid" in proc.stderr
     assert "latexmk" not in proc.stdout and "VI.py" not in proc.stdout  # nothing was built
     assert sorted(p.name for p in ROOT.iterdir()) == before

@@ -6,6 +6,7 @@ broken references.
 Built by `make pdf` (which CI runs before pytest). Without a PDF the tests skip locally, but
 fail in CI, where a missing PDF means the build is broken.
 """
+
 import hashlib
 import json
 import os
@@ -22,9 +23,26 @@ sys.path.insert(0, str(ROOT))
 THEORY, PLOTS = ROOT / "theory", ROOT / "plots"
 PDF, LOG, AUX = THEORY / "theory.pdf", THEORY / "theory.log", THEORY / "theory.aux"
 GENERATED = [PLOTS / name for name in ("results.tex", "seeds.tex", "routes.tex", "flow.tex")]
-HEADLINES = ["emBigMeanDist", "emSmallTestLL", "emSmallTestLLTrue", "kdeSigma", "kdeTestLL", "ebmTestLLMean",
-             "ebmTestLLFreshIS", "ebmTestLLTrainIS", "oracleTestLL", "ebmMinusKde", "gradRelTrainEnd", "klPQ",
-             "klQP", "viUnifBig", "viLogpBig", "viGapBig", "viExpGapSmall", "fittedTestLLMean"]
+HEADLINES = [
+    "emBigMeanDist",
+    "emSmallTestLL",
+    "emSmallTestLLTrue",
+    "kdeSigma",
+    "kdeTestLL",
+    "ebmTestLLMean",
+    "ebmTestLLFreshIS",
+    "ebmTestLLTrainIS",
+    "oracleTestLL",
+    "ebmMinusKde",
+    "gradRelTrainEnd",
+    "klPQ",
+    "klQP",
+    "viUnifBig",
+    "viLogpBig",
+    "viGapBig",
+    "viExpGapSmall",
+    "fittedTestLLMean",
+]
 
 
 def need(paths, what):
@@ -40,8 +58,9 @@ def tex_macros(path):
 
 
 def pdftotext(*args):
-    return subprocess.run(["pdftotext", "-layout", *args, str(PDF), "-"], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["pdftotext", "-layout", *args, str(PDF), "-"], capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +78,9 @@ def flat(text):
 def test_the_main_text_fits_in_9_pages_and_the_whole_in_16(built):
     info = subprocess.run(["pdfinfo", str(PDF)], capture_output=True, text=True, check=True).stdout
     pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
-    main_end = int(re.search(r"\\newlabel\{mainend\}\{\{[^}]*\}\{(\d+)\}", AUX.read_text()).group(1))
+    main_end = int(
+        re.search(r"\\newlabel\{mainend\}\{\{[^}]*\}\{(\d+)\}", AUX.read_text()).group(1)
+    )
     assert main_end <= 9 and pages <= 16, (main_end, pages)
     assert pages > main_end  # the appendix follows
 
@@ -70,15 +91,37 @@ def test_the_first_page_answers_every_problem_with_numbers_that_add_up(built):
     for problem in ("1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "2.1", "2.2", "2.3", "2.4"):
         assert problem in first, problem
     m = built[1]
-    for name in ("kdeTestLL", "ebmTestLLMean", "ebmMinusKde", "oracleTestLL", "klPQ", "viUnifBig", "viGapBig",
-                 "viLogpBig", "viGapSmall", "emBigMeanDist", "emLabelledError"):
+    for name in (
+        "kdeTestLL",
+        "ebmTestLLMean",
+        "ebmMinusKde",
+        "oracleTestLL",
+        "klPQ",
+        "viUnifBig",
+        "viGapBig",
+        "viLogpBig",
+        "viGapSmall",
+        "emBigMeanDist",
+        "emLabelledError",
+    ):
         assert m[name] in first, name
     # one basis per sentence: over the test points, the uniform bound's mean plus its gap is the
     # mean of log p(x) (each rounded to 3 decimals), at both radii
     for radius in ("Big", "Small"):
-        assert abs(float(m[f"viUnif{radius}"]) + float(m[f"viGap{radius}"]) - float(m[f"viLogp{radius}"])) <= 0.0015
+        assert (
+            abs(
+                float(m[f"viUnif{radius}"])
+                + float(m[f"viGap{radius}"])
+                - float(m[f"viLogp{radius}"])
+            )
+            <= 0.0015
+        )
     # and EM's error at R = 10 is within the threshold it is compared with, twice the labelled fit's
-    assert float(m["emBigMeanDist"]) < 2 * float(m["emLabelledError"]) <= float(m["emSmallMeanDist"]) + 0.01
+    assert (
+        float(m["emBigMeanDist"])
+        < 2 * float(m["emLabelledError"])
+        <= float(m["emSmallMeanDist"]) + 0.01
+    )
 
 
 def test_pdf_quotes_the_headline_numbers_of_this_run(built):
@@ -97,31 +140,50 @@ def test_every_macro_the_write_up_uses_is_generated_and_every_number_is_used():
     need(GENERATED, "the generated macro files")
     defined = {name for path in GENERATED for name in tex_macros(path)}
     source = "".join(p.read_text() for p in THEORY.glob("*.tex"))
-    own = set(re.findall(r"\\(?:newcommand|DeclareMathOperator\*?|renewcommand)\{\\(\w+)\}", source))
+    own = set(
+        re.findall(r"\\(?:newcommand|DeclareMathOperator\*?|renewcommand)\{\\(\w+)\}", source)
+    )
     used = set(re.findall(r"\\([a-z]+[A-Z]\w*)", source))  # camelCase: the generated macros' style
     latex_own = {"lVert", "rVert"}  # LaTeX's own camelCase commands that the write-up uses
     assert used - own - latex_own <= defined, sorted(used - own - latex_own - defined)
     quoted = set(re.findall(r"\\([A-Za-z]+)", source))
     # (seeds.tex counts the seeds of every claim of VI.CLAIMS; the write-up quotes some by name)
-    unused = sorted(name for path in GENERATED if path.name != "seeds.tex" for name in tex_macros(path) if name not in quoted)
+    unused = sorted(
+        name
+        for path in GENERATED
+        if path.name != "seeds.tex"
+        for name in tex_macros(path)
+        if name not in quoted
+    )
     assert not unused, f"generated but never quoted: {unused}"
 
 
 def test_the_benchmarks_the_pdf_reads_were_made_on_this_run():
-    need([PLOTS / "results.json", PLOTS / "routes.json"], "the pipeline run and bench/routes.py's output")
+    need(
+        [PLOTS / "results.json", PLOTS / "routes.json"],
+        "the pipeline run and bench/routes.py's output",
+    )
     raw = (PLOTS / "results.json").read_bytes()
-    assert json.loads((PLOTS / "routes.json").read_text())["results_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert (
+        json.loads((PLOTS / "routes.json").read_text())["results_sha256"]
+        == hashlib.sha256(raw).hexdigest()
+    )
 
 
 def test_the_flow_record_was_made_on_this_data():
-    # bench/flow_record.json holds the flow's per-point test log-densities (the flow takes minutes to
-    # train); the comparison with the EBM is recomputed from this run, so only the data must match
+    # bench/flow_record.json holds the flow's per-point test log-densities (the flow takes
+    # minutes to train); the comparison with the EBM is recomputed from this run, so only the data
+    # must match
     import VI
+
     sys.path.insert(0, str(ROOT / "bench"))
     import peers
+
     record = json.loads((ROOT / "bench" / "flow_record.json").read_text())
     assert record["data_sha256"] == peers.fingerprint(VI.make_data(VI.Config()))
-    assert len(record["per_point"]) >= 5 and all(len(r) == VI.Config().n for r in record["per_point"])
+    assert len(record["per_point"]) >= 5 and all(
+        len(r) == VI.Config().n for r in record["per_point"]
+    )
 
 
 def test_log_has_no_undefined_references_or_citations(built):

@@ -5,6 +5,7 @@ round-off separates them (the terms are at most a few hundred nats, float64 roun
 ~1e-13). Quadrature references get 1e-8 (scipy.integrate.quad's own accuracy). Seeded Monte
 Carlo checks use a few standard errors, stated beside each.
 """
+
 import json
 
 import numpy as np
@@ -16,9 +17,25 @@ import gmm_em
 import VI
 
 SECTION2_FIGURES = ("kl", "elbo_points", "elbo_K", "iwae")
-SECTION2_MACROS = ("klPQ", "klQP", "fwdMu", "fwdSd", "revMu", "revSd", "viUnifBig", "viPostBig",
-                   "viLogpBig", "viGapBig", "viUnifSmall", "viPostSmall", "viLogpSmall", "viGapSmall",
-                   "viRingLogp", "viUnifLimit", "iwaeKmax")
+SECTION2_MACROS = (
+    "klPQ",
+    "klQP",
+    "fwdMu",
+    "fwdSd",
+    "revMu",
+    "revSd",
+    "viUnifBig",
+    "viPostBig",
+    "viLogpBig",
+    "viGapBig",
+    "viUnifSmall",
+    "viPostSmall",
+    "viLogpSmall",
+    "viGapSmall",
+    "viRingLogp",
+    "viUnifLimit",
+    "iwaeKmax",
+)
 CFG = VI.Config()
 P = dict(weights=CFG.kl_p_weights, means=CFG.kl_p_means, sds=CFG.kl_p_sds)  # the p of problem 2.2
 KL = VI.kl_experiment(P, CFG.kl_q, CFG.kl_grid, CFG.kl_starts)
@@ -32,7 +49,8 @@ def points(rng, n, R):
     return np.vstack([x, [[0.0, 0.0], [0.3, -0.2], [2 * R + 3, 1.0], [-R / 2, R / 3]]])
 
 
-# ---- problem 2.1: log p = L(q) + KL(q || posterior) ------------------------------------------
+# ---- problem 2.1: log p = L(q) + KL(q || posterior) ----------------------------------------------
+
 
 @pytest.mark.parametrize("K, R", [(1, 3.0), (3, 1.0), (10, 1.0), (10, 10.0), (50, 4.0)])
 def test_log_p_is_elbo_plus_kl_for_random_q(K, R):
@@ -72,7 +90,8 @@ def test_zero_weights_contribute_nothing():
     assert np.all(np.isfinite(L)) and np.allclose(L, lj[:, 1], atol=1e-14, rtol=0)
 
 
-# ---- problem 2.3: the two choices of q --------------------------------------------------------
+# ---- problem 2.3: the two choices of q -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("R", [1.0, 10.0])
 def test_uniform_closed_form_is_the_generic_elbo_and_independent_of_K(R):
@@ -112,20 +131,36 @@ def test_bounds_at_R10_gap_equals_kl_even_where_the_posterior_underflows():
     assert np.abs(b["post"] - b["log_p"]).max() < 1e-10
 
 
-# ---- problem 2.4: K -> infinity -----------------------------------------------------------------
+# ---- problem 2.4: K -> infinity ------------------------------------------------------------------
+
 
 def ring_log_density_by_quadrature(x, R):
     """log (1/2 pi) int_0^2pi N(x; R e(theta), I) dtheta, no Bessel function involved; the
     integrand is divided by its peak (theta = angle of x) so nothing overflows."""
     r, phi = np.hypot(*x), np.arctan2(x[1], x[0])
     excess = lambda t: (r * r + R * R - 2 * R * r * np.cos(t - phi)) - (r - R) ** 2  # >= 0
-    val, _ = integrate.quad(lambda t: np.exp(-0.5 * excess(t)), phi - np.pi, phi + np.pi,
-                            points=[phi], epsabs=0, epsrel=1e-13, limit=200)
+    val, _ = integrate.quad(
+        lambda t: np.exp(-0.5 * excess(t)),
+        phi - np.pi,
+        phi + np.pi,
+        points=[phi],
+        epsabs=0,
+        epsrel=1e-13,
+        limit=200,
+    )
     return -gmm_em.LOG_2PI - 0.5 * (r - R) ** 2 + np.log(val / (2 * np.pi))
 
 
-@pytest.mark.parametrize("x, R", [([0.0, 0.0], 3.0), ([0.4, -0.1], 1.0), ([2.0, 1.0], 3.0),
-                                  ([9.0, -4.0], 10.0), ([-30.0, 20.0], 30.0)])
+@pytest.mark.parametrize(
+    "x, R",
+    [
+        ([0.0, 0.0], 3.0),
+        ([0.4, -0.1], 1.0),
+        ([2.0, 1.0], 3.0),
+        ([9.0, -4.0], 10.0),
+        ([-30.0, 20.0], 30.0),
+    ],
+)
 def test_ring_density_matches_quadrature(x, R):
     # the last case has R ||x|| ~ 1082: I_0 itself overflows there, i0e does not
     x = np.array(x)
@@ -136,14 +171,17 @@ def test_naive_bessel_overflows_where_the_scaled_one_does_not():
     z = np.array([1e3])
     with np.errstate(over="ignore"):
         assert not np.isfinite(np.log(np.i0(z)))[0]
-    assert np.isfinite(VI.log_i0(z)[0]) and abs(VI.log_i0(z)[0] - (z[0] - 0.5 * np.log(2 * np.pi * z[0]))) < 1e-3
+    assert (
+        np.isfinite(VI.log_i0(z)[0])
+        and abs(VI.log_i0(z)[0] - (z[0] - 0.5 * np.log(2 * np.pi * z[0]))) < 1e-3
+    )
 
 
 def test_mixture_log_density_converges_to_the_ring_limit():
     rng = np.random.default_rng(5)
     R = 3.0
     x = rng.uniform(-3.5, 3.5, size=(200, 2))  # R ||x|| <= 15: the Riemann sum over angles
-    limit = VI.ring_log_density(x, R)           # converges like (R||x||/2)^K / K!
+    limit = VI.ring_log_density(x, R)  # converges like (R||x||/2)^K / K!
     err = lambda K: np.abs(gmm_em.log_prob(x, *ring(K, R)) - limit).max()
     assert err(200) < 1e-8
     assert err(10) > 1e-6  # not yet: the test can tell converged from unconverged
@@ -153,7 +191,9 @@ def test_limit_experiment_uniform_bound_is_flat_and_posterior_is_exact():
     cfg = VI.Config(n=300, K_max=300)
     data = VI.make_data(cfg)
     Ks = VI.limit_K_values(cfg.K_max, cfg.limit_num_K)
-    res = VI.limit_experiment(data["test"], data["test_small"], cfg.R, cfg.R_small, Ks, cfg.limit_points)
+    res = VI.limit_experiment(
+        data["test"], data["test_small"], cfg.R, cfg.R_small, Ks, cfg.limit_points
+    )
     assert res["K"][0] == 2 and res["K"][-1] == 300 and len(set(res["K"])) == len(res["K"])
     assert res["unif_err_max"] < 1e-10 and res["post_err_max"] < 1e-10
     assert np.ptp(res["unif"]) < 1e-10
@@ -163,12 +203,13 @@ def test_limit_experiment_uniform_bound_is_flat_and_posterior_is_exact():
     assert abs(res["gap_limit"] - VI.log_i0(cfg.R * np.linalg.norm(x, axis=1)).mean()) < 1e-10
 
 
-# ---- problem 2.2: the two KL divergences by quadrature ------------------------------------------
+# ---- problem 2.2: the two KL divergences by quadrature -------------------------------------------
+
 
 def test_grid_kl_matches_the_gaussian_closed_form():
     t = VI.kl_axis(-30, 30, 0.01)
     m1, s1, m2, s2 = 0.3, 0.7, -1.2, 2.1
-    exact = np.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5
+    exact = np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
     got = VI.kl_grid(VI.normal_log_pdf(t, m1, s1), VI.normal_log_pdf(t, m2, s2), 0.01)
     assert abs(got - exact) < 1e-10
 
@@ -204,11 +245,14 @@ def test_reverse_kl_has_one_optimum_per_mode_costing_minus_log_weight():
     for o, m, s, w in zip(optima, P["means"], P["sds"], P["weights"], strict=True):
         # q on one well separated mode: KL(q || p) = -log w_k + the overlap with the other
         # modes, which is below 1e-2 nats for modes 6 apart with sds <= 1
-        assert abs(o["mu"] - m) < 0.05 and abs(o["sd"] - s) < 0.05 and abs(o["kl"] + np.log(w)) < 1e-2
+        assert (
+            abs(o["mu"] - m) < 0.05 and abs(o["sd"] - s) < 0.05 and abs(o["kl"] + np.log(w)) < 1e-2
+        )
     assert res["reverse_best"]["mu"] == optima[int(np.argmax(P["weights"]))]["mu"]
 
 
-# ---- beyond: the importance-weighted bound ---------------------------------------------------------
+# ---- beyond: the importance-weighted bound -------------------------------------------------------
+
 
 def iwae_setup(R, n=60, K=10, seed=6):
     x = gmm_em.sample(n, *ring(K, R), np.random.default_rng(seed))[0]
@@ -216,7 +260,8 @@ def iwae_setup(R, n=60, K=10, seed=6):
 
 
 def mean_and_se(s):
-    """Mean over points and replicates; its Monte Carlo s.e. (points fixed, per-point variances add)."""
+    """Mean over points and replicates; its Monte Carlo s.e. (points fixed, per-point variances
+    add)."""
     return s.mean(), np.sqrt(s.var(1, ddof=1).sum() / s.shape[1]) / s.shape[0]
 
 
@@ -235,8 +280,12 @@ def test_count_sampler_matches_naive_iid_draws(k):
     reps = 3000
     rng = np.random.default_rng(8)
     z = rng.integers(K, size=(n, reps, k))
-    log_w = np.take_along_axis(lj[:, None, :], z.reshape(n, -1)[:, None, :], 2).reshape(n, reps, k) - log_q[0]
+    log_w = (
+        np.take_along_axis(lj[:, None, :], z.reshape(n, -1)[:, None, :], 2).reshape(n, reps, k)
+        - log_q[0]
+    )
     from scipy.special import logsumexp
+
     naive = logsumexp(log_w, axis=-1) - np.log(k)
     m1, se1 = mean_and_se(naive)
     m2, se2 = mean_and_se(VI.iwae_samples(lj, log_q, k, reps, rng))
@@ -278,7 +327,8 @@ def test_iwae_experiment_is_deterministic_for_a_seed():
     assert a == b
 
 
-# ---- the driver ------------------------------------------------------------------------------------
+# ---- the driver ----------------------------------------------------------------------------------
+
 
 def test_quick_run_has_every_section2_figure_and_macro(quick):
     for name in SECTION2_FIGURES:
@@ -286,6 +336,7 @@ def test_quick_run_has_every_section2_figure_and_macro(quick):
             assert (quick / f"{name}.{ext}").stat().st_size > 1000, name
     results = json.loads((quick / "results.json").read_text())
     from theory import macros as write_up
+
     macros = write_up.macros_of(results)
     assert set(SECTION2_MACROS) <= set(macros)
     tex = (quick / "results.tex").read_text()
@@ -296,8 +347,14 @@ def test_quick_run_has_every_section2_figure_and_macro(quick):
     assert num("viPostBig") == num("viLogpBig") and num("viPostSmall") == num("viLogpSmall")
     vi = results["vi"]
     assert {"kl", "elbo", "limit", "iwae"} <= vi.keys()
-    assert max(vi["elbo"][r][key] for r in ("big", "small")
-               for key in ("gap_kl_err", "closed_err", "post_err")) < 1e-10
+    assert (
+        max(
+            vi["elbo"][r][key]
+            for r in ("big", "small")
+            for key in ("gap_kl_err", "closed_err", "post_err")
+        )
+        < 1e-10
+    )
 
 
 @pytest.mark.parametrize("R", [1.0, 10.0])
@@ -308,4 +365,4 @@ def test_population_gap_by_quadrature_matches_a_large_sample(R):
     gap = VI.bounds(x, gmm_em.ring_means(10, R))["gap"]
     assert abs(VI.expected_gap_quadrature(R, 10) - gap.mean()) < 4 * gap.std() / np.sqrt(len(gap))
     # and the bound R^2 - log K <= E[gap] <= R^2 of the text
-    assert R ** 2 - np.log(10) <= VI.expected_gap_quadrature(R, 10) <= R ** 2
+    assert R**2 - np.log(10) <= VI.expected_gap_quadrature(R, 10) <= R**2

@@ -9,6 +9,7 @@ hence the same results for the same seed.
     python tools/bundle.py --netid ab1234 --check    # only validate the netid
     python tools/bundle.py --vi-only OUT.py          # only write the self-contained VI.py
 """
+
 import argparse
 import re
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("gmm_em", "kde", "ebm")  # in an order where each imports only earlier ones
-LOADER = '''
+LOADER = """
 # ---- Self-contained build for hand-in: the repository's modules gmm_em, kde and ebm are
 # ---- folded in below, verbatim, and registered in sys.modules before VI.py imports them.
 import sys as _sys
@@ -29,7 +30,7 @@ def _install(name, source):
     _sys.modules[name] = module  # before exec: dataclasses look their module up there
     exec(compile(source, f"<bundled {name}.py>", "exec"), module.__dict__)
 
-'''
+"""
 
 
 def bundled_vi():
@@ -50,7 +51,9 @@ def bundled_vi():
 
 def check_netid(netid):
     if not netid or not re.fullmatch(r"[A-Za-z0-9]+", netid):
-        raise ValueError(f"a netid of letters and digits is needed, e.g. NETID=ab1234 (got {netid!r})")
+        raise ValueError(
+            f"a netid of letters and digits is needed, e.g. NETID=ab1234 (got {netid!r})"
+        )
 
 
 def atomic_write(path, write):
@@ -58,6 +61,7 @@ def atomic_write(path, write):
     torch, seconds that a refused netid should not wait for."""
     sys.path.insert(0, str(ROOT))
     from VI import atomic_write as write_then_rename
+
     write_then_rename(str(path), write)
 
 
@@ -83,7 +87,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         if args.vi_only:
-            atomic_write(Path(args.vi_only).resolve(), lambda tmp: Path(tmp).write_text(bundled_vi()))
+            atomic_write(
+                Path(args.vi_only).resolve(), lambda tmp: Path(tmp).write_text(bundled_vi())
+            )
             return 0
         check_netid(args.netid)
         if args.check:
