@@ -32,9 +32,9 @@ NUMERICS = {
     "MKL_NUM_THREADS": "1",  # count, so the cores train independent models instead (fork_map)
     "OPENBLAS_NUM_THREADS": "1",
 }
-NATIVE = "--native-numerics"
-if NATIVE not in sys.argv[1:]:
-    os.environ.update(NUMERICS)
+NATIVE = "--native-numerics"  # frees the kernels only: fork_map's workers stay single-threaded,
+os.environ.update({k: v for k, v in NUMERICS.items()  # as a fork after OpenMP started can hang
+                   if NATIVE not in sys.argv[1:] or k.endswith("_NUM_THREADS")})
 
 import argparse
 import contextlib
@@ -919,7 +919,7 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for independent models and figures (the results do not vary)")
     p.add_argument(NATIVE, action="store_true", help="leave each library's CPU kernels to itself "
-                   "(faster on some machines; then not bit-identical across machines)")
+                   "(faster on some machines, then not bit-identical across machines)")
     for f in fields(Config):
         listed = isinstance(f.default, tuple)
         shown = ",".join(map(str, f.default)) if listed else f.default

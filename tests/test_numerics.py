@@ -29,9 +29,8 @@ VARIANTS = {
 
 
 def results_of(variant, out, *extra):
-    env = {
-        k: v for k, v in os.environ.items() if k not in VI_PINS
-    }  # as a user's shell would have it
+    # as a user's shell would have it
+    env = {k: v for k, v in os.environ.items() if k not in VI_PINS}
     env.update(VARIANTS[variant])
     proc = subprocess.run(
         [sys.executable, str(ROOT / "VI.py"), *ARGS, *extra, "--out", str(out)],
@@ -64,3 +63,20 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "plain"])
 def test_another_cpus_kernels_give_the_same_bytes(runs, variant):
     assert runs[variant] == runs["plain"], f"results.json differs under {VARIANTS[variant]}"
+
+
+def test_native_numerics_keep_the_forked_workers_alive(tmp_path):
+    # --native-numerics frees the kernels but not the threads: fork_map forks its workers, and a
+    # child forked after OpenMP has started its threads waits forever for them
+    env = {k: v for k, v in os.environ.items() if k not in VI_PINS}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "VI.py"), *ARGS[:-1], "2", "--native-numerics"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,  # a healthy run takes seconds
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "results.json").exists()
