@@ -272,6 +272,8 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     plots = Path(args.plots)
+    if not (plots / "results.json").is_file():
+        sys.exit(f"peers.py: no {plots / 'results.json'}; run python VI.py first")
     results = json.loads((plots / "results.json").read_text())
     cfg = VI.Config(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()}

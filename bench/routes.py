@@ -108,6 +108,8 @@ def main(argv=None):
     p.add_argument("--tex", help="write LaTeX macros of the tables here")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
+    if not Path(args.results).is_file():
+        sys.exit(f"routes.py: no {args.results}; run python VI.py first")
     raw = Path(args.results).read_bytes()
     results = json.loads(raw)
     cfg = config_of(results)
