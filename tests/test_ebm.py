@@ -79,6 +79,18 @@ def test_energy_initialisation_is_a_function_of_the_generator():
     assert not torch.equal(a.net[0].weight, c.net[0].weight)
 
 
+def test_the_energy_counts_the_points_it_evaluates():
+    """The routes table's cost column: every pass through the network, forward or closed-form,
+    adds its batch size; a small chunk size changes the number of calls, not of points."""
+    energy, x = random_energy(2, hidden=4, tau=1.0), torch.zeros(7, 2, dtype=torch.float64)
+    assert energy.evaluations == 0
+    energy(x)
+    energy.energy_and_vjp(x)
+    ebm.energies(energy, x, chunk=3)
+    ebm.energy_and_grad(energy, x)
+    assert energy.evaluations == 4 * 7
+
+
 def test_the_energy_is_the_formula_of_the_write_up():
     energy = random_energy(1, hidden=5, tau=1.7, scale=2.0)
     x = torch.tensor(np.random.default_rng(1).normal(size=(30, 2)) * 5)
