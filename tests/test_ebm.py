@@ -91,6 +91,27 @@ def test_the_energy_counts_the_points_it_evaluates():
     assert energy.evaluations == 4 * 7
 
 
+def test_softplus_is_log_one_plus_exp_at_every_scale():
+    # reference: numpy's log(e^0 + e^h) in float64 at the same (rounded) h; the error in units of
+    # the dtype's epsilon times max(1, value): a few for float32 (sigmoid(|h|) is rounded once,
+    # then its log), round-off only for float64
+    grid = np.concatenate([np.linspace(-120, 120, 200_001), [-3e38, -1e4, 0, 1e4, 3e38]])
+    for dtype, eps, ulps in ((torch.float32, 2.0**-23, 4), (torch.float64, 2.0**-52, 8)):
+        h = torch.tensor(grid, dtype=dtype)
+        reference = np.logaddexp(0.0, h.double().numpy())
+        value = ebm.softplus(h).double().numpy()
+        assert np.all(np.isfinite(value)) and np.all(value >= 0)
+        assert np.max(np.abs(value - reference) / np.maximum(1, reference)) < ulps * eps
+
+
+def test_softplus_derivative_is_the_sigmoid_everywhere_zero_included():
+    h = torch.tensor([-800.0, -30.0, -1.5, -1e-300, 0.0, 1e-300, 2.5, 40.0, 800.0],
+                     dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(ebm.softplus(h).sum(), h)
+    assert torch.allclose(grad, torch.sigmoid(h.detach()), rtol=0, atol=1e-15)
+    assert grad[4] == 0.5
+
+
 def test_the_energy_is_the_formula_of_the_write_up():
     energy = random_energy(1, hidden=5, tau=1.7, scale=2.0)
     x = torch.tensor(np.random.default_rng(1).normal(size=(30, 2)) * 5)
