@@ -112,6 +112,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not Path(args.results).is_file():
         sys.exit(f"routes.py: no {args.results}; run python VI.py first")
+    VI.keep_freed_memory()
     raw = Path(args.results).read_bytes()
     results = json.loads(raw)
     cfg = config_of(results)
