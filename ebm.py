@@ -98,8 +98,8 @@ class Energy(nn.Module):
             dE/dW1 = (w2 * sigmoid(h)) x^T,  dE/db1 = w2 * sigmoid(h),
             dE/dw2 = softplus(h),            dE/db2 = 1.
 
-        It makes every L-BFGS step a quarter cheaper than autograd (python VI.py 12% faster); a
-        test holds it to autograd of forward, the definition."""
+        Each gradient costs a fifth less than autograd's (0.54 against 0.69 ms at 6000 points
+        and H = 32, pinned kernels); a test holds it to autograd of forward, the definition."""
         (first, _, last), w2 = self.net, self.net[2].weight[0]
         self.evaluations += x.shape[0]
         h = first(x)  # (n, H)
