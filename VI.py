@@ -39,7 +39,6 @@ os.environ.update({k: v for k, v in NUMERICS.items()  # as a fork after OpenMP s
 import argparse
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import json
 import math
@@ -230,9 +229,12 @@ def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
     times per model; with both thresholds fixed high, python VI.py spent 1.5-1.9 s in the
     kernel instead of 2.2-3.1 s and took 10.7 s instead of 11.3 (medians of 4). Arithmetic,
     and so every result, is untouched. A no-op where malloc has no mallopt."""
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
+    try:  # the process's own symbols: glibc's on Linux; elsewhere no mallopt, or no such call
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (OSError, TypeError):
+        mallopt = None
     if mallopt is not None:
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]  # a value beyond int is an error
         mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD: buffers below it come from the heap
         mallopt(-1, trim_threshold)  # M_TRIM_THRESHOLD: free heap kept up to this size
 

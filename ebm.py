@@ -51,13 +51,29 @@ class Linear(nn.Linear):
 
 
 def softplus(h):
-    """log(1 + e^h), computed as (h + |h|) / 2 - log sigmoid(|h|): finite for every h, as
-    sigmoid(|h|) lies in [1/2, 1), and autograd's derivative is sigmoid(h) everywhere, 1/2 at
-    h = 0 included. Not F.softplus: its log1p(exp(h)) runs at half speed under the AVX2 kernels
-    that VI.NUMERICS pins and took a third of python VI.py's time; this form brought the pinned
-    run from 12.4 to 11.6 s (bench/timing.py, median of 5; the AVX-512 run lost 1 s)."""
-    u = h.abs()
-    return u.mul(0.5).add_(h, alpha=0.5).sub_(torch.sigmoid(u).log())  # halves first: no overflow
+    """log(1 + e^h), computed as relu(h) - log sigmoid(|h|): finite for every h, +-inf included,
+    within about one float epsilon of max(1, value), and with derivative sigmoid(h) to full
+    relative precision (see _Softplus). Not F.softplus: its log1p(exp(h)) runs at half speed
+    under the AVX2 kernels that VI.NUMERICS pins and took a third of python VI.py's time; this
+    form brought the pinned run from 12.4 to 11.6 s (bench/timing.py, median of 5; the
+    AVX-512 run, which had the fast F.softplus, went from 9.8 to 11.0 s)."""
+    return _Softplus.apply(h)
+
+
+class _Softplus(torch.autograd.Function):
+    """softplus with its derivative, sigmoid(h), written out: autograd of the formula would give
+    0 at h = 0 (relu's and abs's choice there) and 1 - sigmoid(|h|), all round-off, in the left
+    tail. The backward is built from differentiable ops, so second derivatives work too."""
+
+    @staticmethod
+    def forward(ctx, h):
+        ctx.save_for_backward(h)
+        return torch.relu(h).sub_(torch.sigmoid(h.abs()).log_())
+
+    @staticmethod
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        return grad * torch.sigmoid(h)
 
 
 class Softplus(nn.Module):
