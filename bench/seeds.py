@@ -75,6 +75,12 @@ def run_seed(seed, quick, reuse):
         return json.loads((Path(out) / "results.json").read_text())
 
 
+def by_count(picks):
+    """(pick, count) from the most frequent down, ties in the order the seeds first made them: a
+    set's order would follow Python's per-process string hashing, and the PDF's text with it."""
+    return sorted(((p, picks.count(p)) for p in dict.fromkeys(picks)), key=lambda pc: -pc[1])
+
+
 def seed_macros(runs, passes):
     """LaTeX macros (name -> text) summarising the runs, for theory.pdf."""
     col = lambda path: np.array([float(macros.lookup(r, path)) for r in runs])
@@ -89,9 +95,7 @@ def seed_macros(runs, passes):
         "seedsEbmGapMean": f"{col('compare.truth_minus_ebm.mean').mean():.3f}",
         "seedsEmBigMeanDistMax": f"{col('gmm.big.mean_dist').max():.2f}",
         "seedsEmSmallMeanDistMin": f"{col('gmm.small.mean_dist').min():.2f}",
-        "seedsPicks": "; ".join(
-            f"{p} on {picks.count(p)}" for p in sorted(set(picks), key=lambda p: -picks.count(p))
-        ),
+        "seedsPicks": "; ".join(f"{p} on {n}" for p, n in by_count(picks)),
         "seedsClaimRows": " ".join(
             f"{VI.CLAIMS[key][0]} & {sum(hits)}\\\\" for key, hits in passes.items()
         ),
