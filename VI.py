@@ -1,49 +1,63 @@
-"""Driver of the whole homework, and the variational bounds of Section 2.
+"""The whole homework in one run, and the variational bounds of Section 2.
 
-    python VI.py                    # every part: numbers, figures and LaTeX macros into plots/
+    python VI.py                    # every problem: numbers, figures and LaTeX macros in plots/
+    python VI.py --appendix         # also more seeds, every EBM training route, every tau
     python VI.py --quick            # small settings, a smoke run in seconds
     python VI.py --no-figures       # numbers only
-    python VI.py --native-numerics  # each library's own CPU kernels (see NUMERICS below)
 
-Section 1 (gmm_em.py, kde.py, ebm.py): the ring mixture and EM at two radii, the
-validation-tuned KDE, and the shallow-network EBM trained with an importance-sampled gradient,
-its confinement and width chosen on validation data, every comparison held over restarts.
-Section 2 (this file): the evidence lower bound L(q, theta) = E_q log(p(x, z | theta) / q(z)) of
-the same mixture, log p(x | theta) = L(q, theta) + KL(q || p(z | x, theta)).
+Where each problem is answered: 1.1-1.2 gmm_em.py (sample, em, fit_em); 1.3 kde.py
+(tune_sigma); 1.4-1.7 ebm.py (Energy, log_partition, grad_log_partition, train; fit_route and
+examine beyond the homework); 2.1-2.4 this file (elbo, bounds, kl_experiment,
+ring_log_density, limit_experiment). main() reads as the homework: data, EM, KDE, EBM, the
+fitted densities compared, the bounds, figures, outputs.
 
-main() reads as the homework: data, EM, KDE, EBM, the comparisons of the fitted densities,
-variational bounds, then figures, then the outputs. Each runner returns its numbers and touches
-nothing else; every file is written in one place at the end, under a temporary name first, so
-an interrupted run leaves the previous outputs intact.
+Needs Python >= 3.10, torch >= 2.13, numpy >= 1.26, scipy >= 1.11, matplotlib >= 3.7 (the
+oldest versions tested). Same seed, same bytes of plots/results.json on every x86-64 CPU with
+the pinned versions of requirements.txt: see pin_numerics.
 """
-import os
 import sys
 
-# Same seed, same bytes on every x86-64 CPU with AVX2 and FMA. Each numerical library picks
-# kernels for the CPU it finds, and kernels of another vector width or thread count add in
-# another order; L-BFGS with early stopping turns those last bits into another model. Each
-# library reads its setting once, when it loads: so here, before numpy and torch are imported.
-NUMERICS = {
+if sys.version_info < (3, 10):  # before anything that a 3.9 interpreter cannot run
+    sys.stderr.write(f"VI.py: error: needs Python 3.10 or newer (this is {sys.version.split()[0]})\n")
+    sys.exit(2)
+
+import os
+import platform
+
+# Same seed, same bytes on every x86-64 CPU. Each numerical library picks kernels for the CPU it
+# finds, and kernels of another vector width add in another order; L-BFGS with early stopping
+# turns those last bits into another model. The libraries read these once, when they load.
+PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's kernels: AVX2, also on AVX-512 machines
     "MKL_CBWR": "COMPATIBLE",  # torch's matrix products (MKL): one code path on every CPU vendor
     "OPENBLAS_CORETYPE": "Nehalem",  # numpy's matrix products: SSE4.2 kernels, as numpy requires
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's loops: no AVX-512
-    "OMP_NUM_THREADS": "1",  # one thread per model: a parallel sum's order follows the thread
-    "MKL_NUM_THREADS": "1",  # count, so the cores train independent models instead (fork_map)
+}
+THREADS = {  # one thread per process: a parallel sum's order follows the thread count, and a
+    "OMP_NUM_THREADS": "1",  # fork after a thread pool has started can hang; the cores train
+    "MKL_NUM_THREADS": "1",  # independent models instead (fork_map)
     "OPENBLAS_NUM_THREADS": "1",
 }
-NATIVE = "--native-numerics"  # frees the kernels only: fork_map's workers stay single-threaded,
-os.environ.update({k: v for k, v in NUMERICS.items()  # as a fork after OpenMP started can hang
-                   if NATIVE not in sys.argv[1:] or k.endswith("_NUM_THREADS")})
+
+
+def pin_numerics(argv):
+    """Set PINS and THREADS, on x86-64 only (elsewhere the names mean nothing or warn), unless
+    --native-numerics. Called when python VI.py runs, before numpy and torch load; importing
+    VI changes nothing."""
+    if platform.machine().lower() in ("x86_64", "amd64") and "--native-numerics" not in argv:
+        os.environ.update({**PINS, **THREADS})
+
+
+if __name__ == "__main__":
+    pin_numerics(sys.argv[1:])
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import json
 import math
 import multiprocessing
 import tempfile
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -58,104 +72,95 @@ import ebm
 import gmm_em
 import kde
 
-# ---- settings, each with the rule its values obey (checked by check(), not on creation) --------
-
-POSITIVE, NON_NEGATIVE = (lambda v: v > 0, "positive"), (lambda v: v >= 0, "non-negative")
-ANY, FRACTION = (lambda v: True, ""), (lambda v: 0 < v < 1, "between 0 and 1")
+# ---- the configuration: every setting, with its meaning; check() holds its rules ----------------
 
 
-def at_least(k):
-    return lambda v: v >= k, f"at least {k}"
-
-
-def each(rule, length=None, increasing=False):
-    """A rule for a list: non-empty (or of the given length), every value satisfying `rule`."""
-    test, words = rule
-
-    def check(values):
-        ok = len(values) == length if length else len(values) > 0
-        ordered = not increasing or list(values) == sorted(set(values))
-        return ok and ordered and all(map(test, values))
-    size = f"a list of {length}" if length else "a non-empty list of"
-    return check, " ".join(filter(None, (size, "increasing" * increasing, words, "values")))
-
-
-def setting(default, rule, doc):
-    return field(default=default, metadata=dict(rule=rule, doc=doc))
+def setting(default, doc):
+    return field(default=default, metadata=dict(doc=doc))
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = setting(0, NON_NEGATIVE, "the seed every random stream derives from")
+    seed: int = setting(0, "the seed every random stream derives from (>= 0)")
     # data (problem 1.1)
-    n: int = setting(1000, POSITIVE, "points in each of the train / validation / test splits")
-    K: int = setting(10, POSITIVE, "mixture components")
-    R: float = setting(10.0, NON_NEGATIVE, "ring radius of the main experiment")
-    R_small: float = setting(1.0, NON_NEGATIVE, "the overlapping contrast of problem 1.2")
+    n: int = setting(1000, "points in each of the train / validation / test splits")
+    K: int = setting(10, "mixture components")
+    R: float = setting(10.0, "ring radius of the main experiment (>= 0)")
+    R_small: float = setting(1.0, "the overlapping contrast of problem 1.2 (>= 0)")
     # EM (1.2)
-    em_restarts: int = setting(5, POSITIVE, "k-means++ starts, each on its own stream")
-    em_tol: float = setting(1e-8, POSITIVE, "stop once an EM step moves no parameter by more")
-    em_max_maps: int = setting(20000, POSITIVE, "cap on the EM iterations of one start")
+    em_restarts: int = setting(5, "k-means++ starts, each on its own stream")
+    em_tol: float = setting(1e-8, "stop once an EM step moves no parameter by more")
+    em_max_maps: int = setting(20000, "cap on the EM iterations of one start")
     # KDE (1.3): the variance sigma is searched on a log grid, then refined
-    sigma_min: float = setting(1e-2, POSITIVE, "smallest kernel variance searched")
-    sigma_max: float = setting(1e1, POSITIVE, "largest kernel variance searched")
-    sigma_num: int = setting(61, POSITIVE, "log-spaced variances searched")
+    sigma_min: float = setting(1e-2, "smallest kernel variance searched")
+    sigma_max: float = setting(1e1, "largest kernel variance searched")
+    sigma_num: int = setting(61, "log-spaced variances searched")
     # EBM (1.4-1.7)
-    M: int = setting(5000, POSITIVE, "training proposal sample, drawn once (problem 1.6)")
-    M_val: int = setting(20000, POSITIVE, "held-out proposal sample scoring the validation set")
-    M_fresh: int = setting(250_000, POSITIVE, "independent proposal sample for A")
-    ebm_taus: tuple = setting((0.5, 1.0, 2.0, 4.0, 8.0), each(POSITIVE), "confinement scales")
-    ebm_widths: tuple = setting((16, 32, 64), each(POSITIVE), "hidden units searched")
-    ebm_rungs: tuple = setting((40, 120, 400), each(POSITIVE, increasing=True),
-                               "L-BFGS budgets of the successive-halving rounds")
-    ebm_keep: int = setting(3, POSITIVE, "after each round but the last, the best 1/keep go on")
-    ebm_restarts: int = setting(5, at_least(2), "starts of each chosen model, trained to the end")
-    ebm_max_iter: int = setting(5000, POSITIVE, "cap on the L-BFGS iterations of a restart")
-    ebm_memory: int = setting(20, POSITIVE, "L-BFGS history length")
-    eval_every: int = setting(20, POSITIVE, "iterations between validation scores")
-    ebm_patience: int = setting(300, POSITIVE, "least iterations without gain before a stop")
-    ebm_checkpoints: tuple = setting((0, 10, 50, 150), each(NON_NEGATIVE, increasing=True),
-                                     "iterations where the IS gradient is measured")
-    grad_samples: int = setting(20, at_least(2), "fresh samples of size M at each checkpoint")
-    grid_half_width: float = setting(20.0, POSITIVE, "first quadrature box [-h, h]^2 (it grows)")
-    grid_step: float = setting(0.1, POSITIVE, "quadrature cell side")
-    mala_chains: int = setting(2000, at_least(2), "Langevin chains, all started at one point")
-    mala_jump: float = setting(0.2, FRACTION, "chance of a jump from the fitted Gaussian")
-    mala_adapt: int = setting(100, NON_NEGATIVE, "steps that tune the step size, then frozen")
-    mala_steps: int = setting(200, POSITIVE, "steps after the adaptation")
-    mala_target: float = setting(0.574, FRACTION, "acceptance rate the adaptation aims at")
+    M: int = setting(5000, "training proposal sample, drawn once (problem 1.6)")
+    M_val: int = setting(20000, "held-out proposal sample scoring the validation set")
+    M_fresh: int = setting(250_000, "independent proposal sample for A")
+    ebm_taus: tuple = setting((0.5, 1.0, 2.0, 4.0, 8.0), "confinement scales searched")
+    ebm_widths: tuple = setting((16, 32, 64), "hidden units searched")
+    ebm_rungs: tuple = setting((40, 120, 400), "L-BFGS budgets of the successive-halving rounds "
+                               "(increasing)")
+    ebm_keep: int = setting(3, "after each round but the last, the best 1/keep go on")
+    ebm_restarts: int = setting(5, "starts of each chosen model, trained to the end (>= 2)")
+    ebm_max_iter: int = setting(5000, "cap on the L-BFGS iterations of a restart")
+    ebm_memory: int = setting(20, "L-BFGS history length")
+    eval_every: int = setting(20, "L-BFGS iterations between validation scores")
+    ebm_patience: int = setting(300, "least iterations without gain before a stop")
+    ebm_checkpoints: tuple = setting((0, 20, 60, 160), "iterations where the IS gradient is "
+                                     "measured (increasing, >= 0)")
+    grad_samples: int = setting(20, "fresh samples of size M at each checkpoint (>= 2)")
+    grid_half_width: float = setting(20.0, "first quadrature box [-h, h]^2 (it grows)")
+    grid_step: float = setting(0.1, "quadrature cell side")
+    mala_chains: int = setting(2000, "Langevin chains, all started at one point (>= 2)")
+    mala_jump: float = setting(0.2, "chance of a jump from the fitted Gaussian (in (0, 1))")
+    mala_adapt: int = setting(100, "steps that tune the step size, then frozen (>= 0)")
+    mala_steps: int = setting(200, "steps after the adaptation")
+    mala_target: float = setting(0.574, "acceptance rate the adaptation aims at (in (0, 1))")
     # variational bounds (Section 2)
-    kl_p_weights: tuple = setting((0.5, 0.3, 0.2), each(POSITIVE), "weights of the p of 2.2")
-    kl_p_means: tuple = setting((-6.0, 0.0, 6.0), each(ANY), "its means")
-    kl_p_sds: tuple = setting((1.0, 0.7, 0.8), each(POSITIVE), "its standard deviations")
-    kl_q: tuple = setting((-6.0, 0.6), each(ANY, 2), "(mean, sd) of the narrow q")
-    kl_grid: tuple = setting((-30.0, 30.0, 0.01), each(ANY, 3), "(lo, hi, step) of quadrature")
-    kl_starts: tuple = setting((-9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0), each(ANY),
-                               "starting means of the reverse-KL fits")
-    K_max: int = setting(10000, at_least(2), "largest K of problem 2.4")
-    limit_num_K: int = setting(30, POSITIVE, "log-spaced K of 2.4 (before rounding)")
-    limit_points: int = setting(250, POSITIVE, "test points of the K sweep")
-    iwae_k_max: int = setting(1024, POSITIVE, "largest number of importance samples k")
-    iwae_points: int = setting(100, POSITIVE, "test points of each radius")
-    iwae_reps: int = setting(400, at_least(2), "Monte Carlo replicates per point and k")
+    kl_p_weights: tuple = setting((0.5, 0.3, 0.2), "weights of the p of 2.2")
+    kl_p_means: tuple = setting((-6.0, 0.0, 6.0), "its means (any)")
+    kl_p_sds: tuple = setting((1.0, 0.7, 0.8), "its standard deviations")
+    kl_q: tuple = setting((-6.0, 0.6), "(mean, sd) of the narrow q")
+    kl_grid: tuple = setting((-30.0, 30.0, 0.01), "(lo, hi, step) of the quadrature")
+    kl_starts: tuple = setting((-9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0), "starting means of the "
+                               "reverse-KL fits (any)")
+    K_max: int = setting(10000, "largest K of problem 2.4 (>= 2)")
+    limit_num_K: int = setting(30, "log-spaced K of 2.4 (before rounding)")
+    limit_points: int = setting(250, "test points of the K sweep")
+    iwae_k_max: int = setting(1024, "largest number of importance samples k")
+    iwae_points: int = setting(100, "test points of each radius")
+    iwae_reps: int = setting(400, "Monte Carlo replicates per point and k (>= 2)")
+    # the appendix (python VI.py --appendix)
+    appendix_seeds: int = setting(8, "seeds of the robustness sweep, seed 0 included")
 
-
-RELATIONS = [  # rules that tie settings together
-    (lambda c: c.K <= c.n, "--K cannot exceed --n: each component needs a point"),
-    (lambda c: c.sigma_min <= c.sigma_max, "--sigma-min cannot exceed --sigma-max"),
-    (lambda c: c.grid_step < c.grid_half_width, "--grid-step must be below --grid-half-width"),
-    (lambda c: len(c.kl_p_weights) == len(c.kl_p_means) == len(c.kl_p_sds),
-     "--kl-p-weights, --kl-p-means and --kl-p-sds need one value per mode each"),
-    (lambda c: c.kl_q[1] > 0, "--kl-q is (mean, sd) with a positive sd"),
-    (lambda c: c.kl_grid[0] < c.kl_grid[1] and c.kl_grid[2] > 0,
-     "--kl-grid is (lo, hi, step) with lo < hi and step > 0"),
-]
 
 QUICK = dict(n=200, em_restarts=2, sigma_num=15, M=1000, M_val=2000, M_fresh=20000,
              ebm_taus=(1.0, 4.0), ebm_widths=(8, 16), ebm_rungs=(20, 60), ebm_restarts=2,
-             ebm_max_iter=200, ebm_checkpoints=(0, 10), grad_samples=4, grid_step=0.25,
+             ebm_max_iter=200, ebm_checkpoints=(0, 20), grad_samples=4, grid_step=0.25,
              mala_chains=200, mala_adapt=40, mala_steps=40, kl_grid=(-30.0, 30.0, 0.02),
-             K_max=1000, limit_points=60, iwae_k_max=64, iwae_points=30, iwae_reps=100)
+             K_max=1000, limit_points=60, iwae_k_max=64, iwae_points=30, iwae_reps=100,
+             appendix_seeds=2)
+ANY = {"kl_p_means", "kl_q", "kl_grid", "kl_starts"}  # any finite value (kl_q, kl_grid below)
+AT_LEAST = {"seed": 0, "R": 0, "R_small": 0, "mala_adapt": 0, "ebm_checkpoints": 0,
+            "ebm_restarts": 2, "grad_samples": 2, "mala_chains": 2, "K_max": 2, "iwae_reps": 2}
+RELATIONS = [  # rules that tie settings together, with the message that names what to change
+    (lambda c: c.K <= c.n, "--K cannot exceed --n: each component needs a point"),
+    (lambda c: c.sigma_min <= c.sigma_max, "--sigma-min cannot exceed --sigma-max"),
+    (lambda c: c.grid_step < c.grid_half_width, "--grid-step must be below --grid-half-width"),
+    (lambda c: 0 < c.mala_jump < 1 and 0 < c.mala_target < 1,
+     "--mala-jump and --mala-target must be between 0 and 1"),
+    (lambda c: list(c.ebm_rungs) == sorted(set(c.ebm_rungs)), "--ebm-rungs must increase"),
+    (lambda c: list(c.ebm_checkpoints) == sorted(set(c.ebm_checkpoints)),
+     "--ebm-checkpoints must increase"),
+    (lambda c: len(c.kl_p_weights) == len(c.kl_p_means) == len(c.kl_p_sds),
+     "--kl-p-weights, --kl-p-means and --kl-p-sds need one value per mode each"),
+    (lambda c: len(c.kl_q) == 2 and c.kl_q[1] > 0, "--kl-q is (mean, sd) with a positive sd"),
+    (lambda c: len(c.kl_grid) == 3 and c.kl_grid[0] < c.kl_grid[1] and c.kl_grid[2] > 0,
+     "--kl-grid is (lo, hi, step) with lo < hi and step > 0"),
+]
 
 
 def option(name):
@@ -163,19 +168,79 @@ def option(name):
 
 
 def check(cfg):
-    """Raise ValueError, naming the option, if cfg cannot be run."""
+    """Raise ValueError, naming the option, if cfg cannot be run: every value finite, every
+    size and scale positive (or at least AT_LEAST), every list non-empty, and RELATIONS."""
     for f in fields(cfg):
-        (test, words), value = f.metadata["rule"], getattr(cfg, f.name)
-        if not test(value):
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        value = getattr(cfg, f.name)
+        values, shown = (value, ",".join(map(str, value))) if isinstance(value, tuple) \
+            else ((value,), value)
+        least = AT_LEAST.get(f.name, None if f.name in ANY else 0)
+        ok = len(values) > 0 and all(math.isfinite(v) for v in values) and (
+            least is None or all(v >= least and (least or v > 0 or f.name in AT_LEAST)
+                                 for v in values))
+        if not ok:
+            words = "finite" if least is None else f"at least {least}" if f.name in AT_LEAST \
+                else "positive"
             raise ValueError(f"{option(f.name)} must be {words} (got {shown!r})")
     for test, words in RELATIONS:
         if not test(cfg):
             raise ValueError(words)
 
 
-# ---- randomness and data: each use draws from its own stream, keyed by name, so changing
-# ---- one size never changes another stream's draws -----------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other refusal here
+        self.exit(2, f"VI.py: error: {message}\n")
+
+
+def list_of(kind):
+    def parse(text):
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, "
+                                             f"got {text!r}") from None
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def negative_values_joined(argv):
+    """--kl-q -6,0.6 as --kl-q=-6,0.6: argparse takes a value that starts with a minus sign
+    for an option of its own."""
+    out = list(argv)
+    for i in range(len(out) - 1, 0, -1):
+        if out[i - 1].startswith("--") and "=" not in out[i - 1] and out[i][:1] == "-" \
+                and out[i][1:2] in set("0123456789.") | {"i", "n"}:
+            out[i - 1:i + 1] = [f"{out[i - 1]}={out[i]}"]
+    return out
+
+
+def parse_args(argv):
+    """(Config, the run's own options) from the command line; every Config field is an option."""
+    p = OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="plots", help="output folder (default: plots)")
+    p.add_argument("--quick", action="store_true", help="small settings: a smoke run in seconds")
+    p.add_argument("--no-figures", action="store_true", help="numbers only")
+    p.add_argument("--appendix", action="store_true", help="also the seed sweep, every training "
+                   "route of the EBM and every tau to convergence (what theory.pdf's appendix reads)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes for independent models (Linux only; the results do not vary)")
+    p.add_argument("--native-numerics", action="store_true", help="leave each library's CPU "
+                   "kernels and threads to itself (then not bit-identical across machines)")
+    for f in fields(Config):
+        listed = isinstance(f.default, tuple)
+        shown = ",".join(map(str, f.default)) if listed else f.default
+        kind = list_of(type(f.default[0])) if listed else type(f.default)
+        p.add_argument(option(f.name), type=kind, help=f"{f.metadata['doc']} (default {shown})")
+    args = p.parse_args(negative_values_joined(argv))
+    if args.workers < 1:
+        p.error(f"--workers must be positive (got {args.workers})")
+    given = {f.name: v for f in fields(Config) if (v := getattr(args, f.name)) is not None}
+    return replace(Config(**(QUICK if args.quick else {})), **given), args
+
+
+# ---- randomness: each use draws from its own stream, keyed by name, so changing one size never
+# ---- changes another stream's draws --------------------------------------------------------------
 
 def stream(seed, name):
     """The numpy Generator of the stream called name: the seed's SeedSequence with a spawn key
@@ -223,37 +288,31 @@ def tensor(a):
     return torch.as_tensor(a, dtype=torch.float32)
 
 
-def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
-    """Let glibc's malloc keep freed tensors for reuse. By default it hands large buffers back to
-    the system and page-faults them in again at the next allocation of that size, thousands of
-    times per model; with both thresholds fixed high, python VI.py spent 1.5-1.9 s in the
-    kernel instead of 2.2-3.1 s and took 10.7 s instead of 11.3 (medians of 4). Arithmetic,
-    and so every result, is untouched. A no-op where malloc has no mallopt."""
-    try:  # the process's own symbols: glibc's on Linux; elsewhere no mallopt, or no such call
-        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    except (OSError, TypeError):
-        mallopt = None
-    if mallopt is not None:
-        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]  # a value beyond int is an error
-        mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD: buffers below it come from the heap
-        mallopt(-1, trim_threshold)  # M_TRIM_THRESHOLD: free heap kept up to this size
+# ---- processes: forked workers where that is safe, else the same work in this process ---------
+
+def can_fork():
+    """fork is safe only on Linux and from a process with one thread: a thread that holds a lock
+    at the fork (a BLAS pool, a pickling helper) would hold it forever in the child."""
+    tasks = "/proc/self/task"
+    return (sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1 and os.path.isdir(tasks)
+            and len(os.listdir(tasks)) == 1)
 
 
 def fork_map(fn, items, workers):
-    """[fn(item) for item in items] in `workers` forked processes. fn may be a closure (the
-    children inherit it by fork); items and results travel by pickle. One single-threaded
-    process computes each item, so the results are the same bytes for any number of workers."""
+    """[fn(item) for item in items], in `workers` forked processes where can_fork(), else here.
+    fn may be a closure (the children inherit it); items and results must be plain numbers and
+    arrays. Each item is computed by one single-threaded process either way, so the results are
+    the same bytes for any number of workers."""
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
+    if workers <= 1 or len(items) <= 1 or not can_fork():
         return [fn(item) for item in items]
     global _JOB
     _JOB = fn
-    gc.freeze()  # the children's collector then leaves the parent's objects (and pages) alone
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(items))) as pool:
             return pool.map(_run_job, items, chunksize=1)
     finally:
-        gc.unfreeze()
         _JOB = None
 
 
@@ -262,54 +321,6 @@ def _run_job(item):  # in a forked child: _JOB is fork_map's fn, inherited from 
 
 
 # =============================== Section 1: generative models ================================
-
-def labelled_error(K, n):
-    """Mean length of the N(0, (K/n) I) error of a mean of n/K labelled points, sqrt(pi K / 2n):
-    EM cannot beat knowing the labels; within twice this, it counts as recovering the means."""
-    return math.sqrt(math.pi * K / (2 * n))
-
-
-def run_em(x_train, x_test, R, cfg, name, plain_iterations=1000):
-    """Problem 1.2 at radius R: EM for (pi, mu), Sigma = I, run to its maximum from em_restarts
-    k-means++ starts; its errors and log-likelihoods; plain EM's progress from the same start and
-    where a rule on the log-likelihood alone stops; how far L-BFGS moves from EM's end (a check)."""
-    means, weights = gmm_em.ring(cfg.K, R)
-    starts = [stream(cfg.seed, f"{name} restart {r}") for r in range(cfg.em_restarts)]
-    fit = gmm_em.fit_em(x_train, cfg.K, starts, cfg.em_tol, cfg.em_max_maps)
-    start = gmm_em.kmeans_pp_init(x_train, cfg.K, stream(cfg.seed, f"{name} restart {fit.restart}"))
-    plain = gmm_em.em(x_train, start, 0.0, plain_iterations, accelerate=False).history
-    stop = 1 + int(np.argmax(np.diff(plain) < 1e-6))  # where a rule on the LL gain stops
-    early = gmm_em.em(x_train, start, 0.0, stop, accelerate=False).means  # same start: labels
-    ref_means, _, ref_ll = gmm_em.maximise_likelihood(x_train, fit.means, fit.weights)
-    ll = lambda x, m, w: float(gmm_em.log_prob(x, m, w).mean())
-    apart = lambda a, b: float(np.linalg.norm(a - b, axis=1).max())
-    fitted, true = (fit.means, fit.weights), (means, weights)
-    return dict(R=R, **gmm_em.parameter_errors(fit, means, weights), iterations=fit.n_iter,
-                converged=fit.converged, restart=fit.restart, history=fit.history, maps=fit.maps,
-                plain=plain, train_ll=ll(x_train, *fitted), train_ll_true=ll(x_train, *true),
-                test_ll=ll(x_test, *fitted), test_ll_true=ll(x_test, *true),
-                neighbour_spacing=float(2 * R * np.sin(np.pi / cfg.K)) if cfg.K > 1 else 0.0,
-                labelled_error=labelled_error(cfg.K, cfg.n),
-                recover_threshold=2 * labelled_error(cfg.K, cfg.n),
-                early_means_left=apart(early, fit.means), means=fit.means.tolist(),
-                weights=fit.weights.tolist(), ll_left=float(ref_ll - fit.history[-1]),
-                means_left=apart(ref_means, fit.means))
-
-
-def run_kde(x_train, x_val, x_test, grid):
-    """Problem 1.3: sigma (a variance) by validation log-likelihood, then the test score."""
-    sigma, val_ll, val_curve = kde.tune_sigma(x_train, x_val, grid)
-    res = dict(sigma=sigma, bandwidth=float(np.sqrt(sigma)), val_ll=val_ll, grid=grid.tolist(),
-               val_curve=val_curve.tolist(), interior=bool(grid[0] < sigma < grid[-1]),
-               test_curve=kde.log_likelihood_curve(x_test, x_train, grid).tolist())
-    for rule in ("scott", "silverman"):
-        s = kde.rule_of_thumb_sigma(x_train, rule)
-        res[f"{rule}_sigma"] = s
-        res[f"{rule}_test_ll"] = kde.mean_log_likelihood(x_test, x_train, s)
-    return res
-
-
-# ---- problems 1.4-1.7: the EBM -----------------------------------------------------------------
 
 def proposal_samples(data, cfg):
     """{route: (training sample, validation sample)} of the two importance-sampling routes: the
@@ -330,23 +341,27 @@ def init_energy(seed):
     return init
 
 
-def ebm_settings(cfg):
-    """The EBM's settings, grouped as ebm.fit_route takes them."""
-    search = dict(taus=cfg.ebm_taus, widths=cfg.ebm_widths, rungs=cfg.ebm_rungs, keep=cfg.ebm_keep,
-                  restarts=cfg.ebm_restarts, max_iter=cfg.ebm_max_iter)
-    train = dict(eval_every=cfg.eval_every, memory=cfg.ebm_memory, patience=cfg.ebm_patience,
-                 snapshot_at=cfg.ebm_checkpoints)
-    return dict(search=search, settings=train, grid=(cfg.grid_step, cfg.grid_half_width))
+def fit_ebm_route(route, data, cfg):
+    """Problem 1.6 by one importance-sampling route: (tau, H) selected, restarts trained. For the
+    homework's route the first restart is also examined (problem 1.7). Returns numbers and
+    arrays only, as a worker process sends them back."""
+    x = {k: tensor(data[k]) for k in ("train", "val", "test")}
+    samples = proposal_samples(data, cfg)
+    res, models = ebm.fit_route(
+        init_energy(cfg.seed), x, samples[route], taus=cfg.ebm_taus, widths=cfg.ebm_widths,
+        rungs=cfg.ebm_rungs, keep=cfg.ebm_keep, restarts=cfg.ebm_restarts,
+        max_iter=cfg.ebm_max_iter, eval_every=cfg.eval_every, memory=cfg.ebm_memory,
+        patience=cfg.ebm_patience, snapshot_at=cfg.ebm_checkpoints,
+        half_width=cfg.grid_half_width, step=cfg.grid_step)
+    out = dict(numbers=res, test=models["test"], seconds=models["seconds"],
+               energy=ebm.state_as_arrays(models["energies"][0]))
+    if route == "truth":
+        out["model"], out["points"] = examine_first(models, samples, data, x["test"], cfg)
+    return out
 
 
-def run_ebm(data, cfg, pmap):
-    """Problems 1.4-1.7: both importance-sampling routes fitted, the homework route's first restart
-    examined. Returns (numbers, models: each route's energies and test log-densities)."""
-    x, samples = {k: tensor(data[k]) for k in ("train", "val", "test")}, proposal_samples(data, cfg)
-    res, models, settings = {}, {}, ebm_settings(cfg)
-    for route, pair in samples.items():
-        res[route], models[route] = ebm.fit_route(init_energy(cfg.seed), x, pair, pmap=pmap,
-                                                  **settings)
+def examine_first(models, samples, data, x_test, cfg):
+    """Problem 1.7 and the checks beyond it on the homework route's first restart."""
     truth = lambda p: ebm.Sample(tensor(p), tensor(gmm_em.log_prob(p, *gmm_em.ring(cfg.K, cfg.R))))
     start = tensor(np.repeat(data["train"][:1], cfg.mala_chains, 0))  # all at one training point
     checks = dict(train=samples["truth"][0], fresh=truth(data["fresh_proposal"]), start=start,
@@ -354,10 +369,20 @@ def run_ebm(data, cfg, pmap):
     mala = dict(steps=cfg.mala_steps, adapt=cfg.mala_adapt, target=cfg.mala_target,
                 jump=cfg.mala_jump, proposal=fitted_gaussian(data["train"]))
     generators = [torch_generator(cfg.seed, name) for name in ("mala", "grid draws")]
-    first = models["truth"]
-    res["model"], models["samples"] = ebm.examine(first["runs"][0], first["energies"][0], checks,
-                                                  x["test"], cfg.K, settings["grid"], mala,
-                                                  generators)
+    return ebm.examine(models["runs"][0], models["energies"][0], checks, x_test, K=cfg.K,
+                       half_width=cfg.grid_half_width, step=cfg.grid_step, mala_settings=mala,
+                       generators=generators)
+
+
+def run_ebm(data, cfg, workers):
+    """Problems 1.4-1.7: both importance-sampling routes, side by side. Returns (numbers,
+    models: each route's first energy and test log-densities (restarts, n), MALA points)."""
+    done = fork_map(lambda route: fit_ebm_route(route, data, cfg), ("truth", "fitted"), workers)
+    res = {route: d["numbers"] for route, d in zip(("truth", "fitted"), done)}
+    res["model"] = done[0]["model"]
+    models = {route: dict(energy=ebm.energy_from_arrays(*d["energy"]), test=d["test"],
+                          seconds=d["seconds"]) for route, d in zip(("truth", "fitted"), done)}
+    models["samples"] = done[0]["points"]
     return res, models
 
 
@@ -635,9 +660,8 @@ def run_vi(data, cfg):
 
 # ============================================ Figures ============================================
 # Each figure is drawn at the size theory.pdf prints it (the text is TEXT_WIDTH inches wide), so
-# the fonts set once in STYLE are the printed sizes. figure_specs lays each out and hands its
-# axes to a draw function: the parts' own (gmm_em, kde, ebm) or Section 2's below. Okabe-Ito
-# colours, safe for colour-blind readers; viridis for densities.
+# the fonts set once in STYLE are the printed sizes. Each draw function (here, in gmm_em, kde
+# and ebm) has its LAYOUT beside it. Okabe-Ito colours, safe for colour-blind readers.
 
 TEXT_WIDTH = 6.75  # inches: US letter less two 2.2 cm margins (theory.tex's geometry)
 STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8,
@@ -677,6 +701,9 @@ def draw_figure(layout, draw, args):
     return fig
 
 
+KL_LAYOUT = dict(height=2.25, widths=[1, 1, 1], left=0.52, gap=0.6)
+
+
 def draw_kl(axes, res, p, q, colors):
     """Problem 2.2: p and a narrow q (left), the two KL integrands (middle), Gaussian fits."""
     t = np.linspace(-11, 11, 1101)
@@ -700,6 +727,9 @@ def draw_kl(axes, res, p, q, colors):
         ax.legend(loc=where)
 
 
+ELBO_POINTS_LAYOUT = dict(height=2.3, widths=[1, 1], left=0.62, gap=0.7)
+
+
 def draw_elbo_points(axes, data, radii, per_point, colors):
     """Problem 2.3: per test point, log p and both bounds against the distance from the centre."""
     for ax, R, x, b in zip(axes, radii, (data["test"], data["test_small"]),
@@ -715,6 +745,9 @@ def draw_elbo_points(axes, data, radii, per_point, colors):
         ax.set(xlabel="‖x‖ (distance from the centre)", ylabel="nats",
                title=f"R = {R:g}: mean gap of L(Unif) {np.mean(b['gap']):.2f}")
     axes[0].legend(loc="lower left")
+
+
+ELBO_K_LAYOUT = dict(height=2.3, widths=[1, 1], gap=0.8)
 
 
 def draw_elbo_K(axes, res, colors):
@@ -736,6 +769,9 @@ def draw_elbo_K(axes, res, colors):
     axes[1].set(xscale="log", yscale="log", xlabel="K (components on the ring)",
                 ylabel="maxᵢ |log p_K(xᵢ) − limit| (nats)", title="log p_K reaches the ring limit")
     axes[1].legend(loc="upper right")
+
+
+IWAE_LAYOUT = dict(height=2.3, widths=[1, 1], left=0.6)
 
 
 def draw_iwae(axes, res, colors):
@@ -772,27 +808,23 @@ def figure_specs(cfg, data, results, models, per_point):
     """{name: (layout, draw, args)} of every figure, with what little it needs computed here."""
     e, vi, truth = results["ebm"], results["vi"], gmm_em.ring(cfg.K, cfg.R)
     lines = {k: float(gmm_em.log_prob(data[k], *truth).mean()) for k in ("train", "val")}
-    maps = density_maps(cfg, data, results["kde"]["sigma"], models["truth"]["energies"][0],
+    maps = density_maps(cfg, data, results["kde"]["sigma"], models["truth"]["energy"],
                         e["truth"]["restarts"][0]["A"])
     p = dict(weights=cfg.kl_p_weights, means=cfg.kl_p_means, sds=cfg.kl_p_sds)
-    two, three = dict(height=2.3, widths=[1, 1]), dict(height=2.25, widths=[1, 1, 1])
     samples = (data["train"], models["samples"]["mala"], models["samples"]["exact"],
                e["model"]["samples"])
     return dict(
-        em=(dict(height=2.15, left=0.52, right=0.08, gap=0.62, widths=[1.45, 1.45, 2.15]),
-            gmm_em.draw_em, (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
-        kde=(dict(width=0.55 * TEXT_WIDTH, height=2.2, left=0.55), kde.draw_kde, (results["kde"],)),
-        ebm_training=(dict(two, gap=0.8), ebm.draw_training, (e["model"], e["truth"], lines)),
-        ebm_density=(dict(height=2.05, left=0.55, right=0.62, top=0.22, bottom=0.38, gap=0.2,
-                          widths=[1, 1, 1, 0.06]), ebm.draw_density, (maps,)),
-        ebm_selection=(dict(width=0.8 * TEXT_WIDTH, height=2.3, left=0.68, right=1.45),
-                       ebm.draw_selection, (e["truth"],)),
-        ebm_samples=(dict(three, left=0.5, gap=0.7), ebm.draw_samples, samples),
-        kl=(dict(three, left=0.52, gap=0.6), draw_kl, (vi["kl"], p, cfg.kl_q)),
-        elbo_points=(dict(two, left=0.62, gap=0.7), draw_elbo_points,
-                     (data, (cfg.R, cfg.R_small), per_point)),
-        elbo_K=(dict(two, gap=0.8), draw_elbo_K, (vi["limit"],)),
-        iwae=(dict(two, left=0.6), draw_iwae, (vi["iwae"],)))
+        em=(gmm_em.EM_LAYOUT, gmm_em.draw_em,
+            (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
+        kde=(kde.KDE_LAYOUT, kde.draw_kde, (results["kde"],)),
+        ebm_training=(ebm.TRAINING_LAYOUT, ebm.draw_training, (e["model"], e["truth"], lines)),
+        ebm_density=(ebm.DENSITY_LAYOUT, ebm.draw_density, (maps,)),
+        ebm_selection=(ebm.SELECTION_LAYOUT, ebm.draw_selection, (e["truth"],)),
+        ebm_samples=(ebm.SAMPLES_LAYOUT, ebm.draw_samples, samples),
+        kl=(KL_LAYOUT, draw_kl, (vi["kl"], p, cfg.kl_q)),
+        elbo_points=(ELBO_POINTS_LAYOUT, draw_elbo_points, (data, (cfg.R, cfg.R_small), per_point)),
+        elbo_K=(ELBO_K_LAYOUT, draw_elbo_K, (vi["limit"],)),
+        iwae=(IWAE_LAYOUT, draw_iwae, (vi["iwae"],)))
 
 
 def render_figure(job):
@@ -809,15 +841,15 @@ def render_figure(job):
 def render_figures(out, specs, workers):
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401  (loaded once, before the fork)
+    import matplotlib.pyplot  # noqa: F401  (loaded once, before any fork)
     panels = lambda name: -len(specs[name][0].get("widths", [1]))  # the slow figures first
     fork_map(render_figure, [(out, key, specs[key]) for key in sorted(specs, key=panels)], workers)
 
 
-# ============================================ Claims and outputs =================================
+# ============================================ Claims ============================================
 # Every run-dependent claim of the write-up, as a test of one run's results: the driver records
-# whether it holds (results.json) and the text states it in words (theory/macros.py);
-# bench/seeds.py counts the seeds where it holds.
+# whether it holds (results.json), the text states it in words (theory/macros.py), and the
+# appendix's seed sweep counts the seeds where it holds.
 
 def _model(r, key):
     return r["ebm"]["model"][key]
@@ -867,6 +899,80 @@ def max_mass_outside(r):
     rows = [x for k in ("truth", "fitted") for x in e[k]["restarts"] + e[k]["candidates"]]
     return max([x["mass_outside"] for x in rows] + [e["model"]["mass_outside"]])
 
+# ============================ The appendix: seeds, routes, every tau ==========================
+
+def appendix_tasks(cfg, results):
+    """The appendix's independent jobs, slow ones first: ("route", route, tau, H, restart) for
+    the exact-gradient and PCD routes at their route's choice and for the homework route at
+    every other tau, and ("seed", s) for the seed sweep (seed 0 is this run)."""
+    e, restarts = results["ebm"], range(cfg.ebm_restarts)
+    tasks = [("route", route, e[key]["tau"], e[key]["hidden"], r)
+             for route, key in (("pcd", "fitted"), ("exact", "truth")) for r in restarts]
+    tasks += [("seed", s) for s in range(1, cfg.appendix_seeds)]
+    return tasks + [("route", "truth", t, e["truth"]["hidden"], r) for t in cfg.ebm_taus
+                    if t != e["truth"]["tau"] for r in restarts]
+
+
+def appendix_job(task, cfg, data):
+    """One appendix job, in a worker: a seed's numbers, or a route's (row, test log-densities)."""
+    if task[0] == "seed":
+        return run(replace(cfg, seed=task[1]), workers=1, seconds={}, say=lambda _: None)[0]
+    _, route, tau, hidden, r = task
+    x = {k: tensor(data[k]) for k in ("train", "val", "test")}
+    return ebm.train_route(route, init_energy(cfg.seed), x, proposal_samples(data, cfg),
+                           torch_generator(cfg.seed, f"pcd r={r}"), tau=tau, hidden=hidden, r=r,
+                           max_iter=cfg.ebm_max_iter, eval_every=cfg.eval_every,
+                           memory=cfg.ebm_memory, patience=cfg.ebm_patience,
+                           half_width=cfg.grid_half_width, step=cfg.grid_step)
+
+
+def seed_row(r):
+    """What the seed sweep keeps of one seed's results."""
+    c = r["compare"]
+    return dict(seed=r["config"]["seed"], claims=r["claims"],
+                pick=[r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]],
+                ebm_minus_kde=c["ebm_minus_kde"]["mean"], truth_minus_ebm=c["truth_minus_ebm"]["mean"],
+                em_big=r["gmm"]["big"]["mean_dist"], em_small=r["gmm"]["small"]["mean_dist"])
+
+
+def route_summary(cfg, results, log_densities, done):
+    """Every route at its (tau, H) with its restarts, paired against the KDE and each other, and
+    the homework route at every tau. The truth and fitted routes are this run's own models."""
+    e, kde_ll, restarts = results["ebm"], log_densities["kde"], range(cfg.ebm_restarts)
+    own = {("truth", e["truth"]["tau"]): (e["truth"]["restarts"], log_densities["ebm"]),
+           ("fitted", e["fitted"]["tau"]): (e["fitted"]["restarts"], log_densities["ebm_fitted"])}
+    rows = lambda route, t, h: own[(route, t)][0] if (route, t) in own else \
+        [done[("route", route, t, h, r)][0] for r in restarts]
+    lls = lambda route, t, h: own[(route, t)][1] if (route, t) in own else \
+        np.stack([done[("route", route, t, h, r)][1] for r in restarts])
+    chosen = {route: (e[key]["tau"], e[key]["hidden"]) for route, key in
+              (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
+    routes = {route: dict(tau=t, hidden=h, needs_truth=ebm.ROUTES[route][1],
+                          restarts=rows(route, t, h), minus_kde=paired(lls(route, t, h), kde_ll))
+              for route, (t, h) in chosen.items()}
+    routes["truth"]["minus_exact"] = paired(lls("truth", *chosen["truth"]),
+                                            lls("exact", *chosen["exact"]))
+    routes["pcd"]["minus_fitted"] = paired(lls("pcd", *chosen["pcd"]),
+                                           lls("fitted", *chosen["fitted"]))
+    hidden, widest = chosen["truth"][1], max(cfg.ebm_taus)
+    return dict(routes=routes, tau_sweep=[dict(tau=t, restarts=rows("truth", t, hidden))
+                                          for t in cfg.ebm_taus],
+                uninformed=dict(tau=widest, chosen_minus=paired(lls("truth", *chosen["truth"]),
+                                                                lls("truth", widest, hidden)),
+                                minus_kde=paired(lls("truth", widest, hidden), kde_ll)))
+
+
+def run_appendix(cfg, results, log_densities, data, workers):
+    """Beyond python VI.py's own run: the claims on more seeds, the EBM by every training route,
+    and every tau trained to convergence. Returns the numbers theory.pdf's appendix reads."""
+    tasks = appendix_tasks(cfg, results)
+    done = dict(zip(tasks, fork_map(lambda t: appendix_job(t, cfg, data), tasks, workers)))
+    seeds = [results] + [done[("seed", s)] for s in range(1, cfg.appendix_seeds)]
+    return dict(seeds=[seed_row(r) for r in seeds],
+                **route_summary(cfg, results, log_densities, done))
+
+
+# ============================================ Outputs ============================================
 
 def atomic_write(path, write):
     """Call write(tmp_path), then rename over path: readers see the old file or the new one."""
@@ -886,68 +992,46 @@ def atomic_write(path, write):
 
 
 def write_text(path, text):
-    atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def write_npz(path, arrays):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
 
 
 def dump(obj):
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
-def write_outputs(out, results, seconds, arrays, energy):
-    """results.json (the same bytes for a seed), timings.json, the arrays ({file: {name: array}})
-    and the examined energy; results.tex too, if the write-up is beside this VI.py."""
+def write_outputs(out, results, seconds, arrays, energy, appendix=None):
+    """results.json (the same bytes for a seed), timings.json, the arrays ({file: {name: array}}),
+    the examined energy, appendix.json with --appendix; and the LaTeX macros of them if the
+    write-up (theory/macros.py) is beside this VI.py."""
     for name, content in arrays.items():
-        atomic_write(os.path.join(out, name), lambda tmp, c=content: np.savez(open(tmp, "wb"), **c))
+        write_npz(os.path.join(out, name), content)
     atomic_write(os.path.join(out, "ebm_energy.pt"), lambda tmp: ebm.save_energy(energy, tmp))
-    write_text(os.path.join(out, "results.json"), dump(results))
     write_text(os.path.join(out, "timings.json"), dump(seconds))
+    if appendix is not None:
+        write_text(os.path.join(out, "appendix.json"), dump(appendix))
+    write_text(os.path.join(out, "results.json"), dump(results))
     try:
         from theory import macros
     except ImportError:
         return
-    text = macros.macro_file(macros.macros_of(results), "python VI.py")
-    write_text(os.path.join(out, "results.tex"), text)
+    write_text(os.path.join(out, "results.tex"),
+               macros.macro_file(macros.macros_of(results), "python VI.py"))
+    if appendix is not None:
+        tex = macros.appendix_macros(appendix, CLAIMS, ebm.EXACT_STEP, ebm.PCD)
+        write_text(os.path.join(out, "appendix.tex"), macros.macro_file(tex, "python VI.py --appendix"))
 
 
-# ========================================= Command line =========================================
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like every other refusal here
-        self.exit(2, f"VI.py: error: {message}\n")
-
-
-def list_of(kind):
-    def parse(text):
-        try:
-            return tuple(kind(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, "
-                                             f"got {text!r}") from None
-    parse.__name__ = f"list of {kind.__name__}"
-    return parse
-
-
-def parse_args(argv):
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="plots", help="output folder (default: plots)")
-    p.add_argument("--quick", action="store_true", help="small settings: a smoke run in seconds")
-    p.add_argument("--no-figures", action="store_true", help="numbers only")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes for independent models and figures (the results do not vary)")
-    p.add_argument(NATIVE, action="store_true", help="leave each library's CPU kernels to itself "
-                   "(faster on some machines, then not bit-identical across machines)")
-    for f in fields(Config):
-        listed = isinstance(f.default, tuple)
-        shown = ",".join(map(str, f.default)) if listed else f.default
-        kind = list_of(type(f.default[0])) if listed else type(f.default)
-        p.add_argument(option(f.name), type=kind, help=f"{f.metadata['doc']} (default {shown})")
-    args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error(f"--workers must be positive (got {args.workers})")
-    given = {f.name: v for f in fields(Config) if (v := getattr(args, f.name)) is not None}
-    return replace(Config(**(QUICK if args.quick else {})), **given), args
-
+# ============================================ The run ============================================
 
 def prepare_out(out):
     """Create out if needed and prove it is writable before any work is done."""
@@ -956,33 +1040,38 @@ def prepare_out(out):
 
 
 @contextlib.contextmanager
-def clock(seconds, name):
+def clock(seconds, name, say):
     """Time the block into seconds[name] and say when it is done."""
     t = time.perf_counter()
     yield
     seconds[name] = time.perf_counter() - t
-    print(f"{name}: done in {seconds[name]:.1f} s", flush=True)
+    say(f"{name}: done in {seconds[name]:.1f} s")
 
 
-def run(cfg, workers, seconds):
-    """Every part, in the homework's order. Returns (results, what the figures and files need)."""
-    data, pmap = make_data(cfg), lambda fn, items: fork_map(fn, items, workers)
-    results = {}
-    with clock(seconds, "gmm"):  # problems 1.1-1.2: EM at both radii
-        results["gmm"] = dict(big=run_em(data["train"], data["test"], cfg.R, cfg, "em"),
-                              small=run_em(data["train_small"], data["test_small"], cfg.R_small,
-                                           cfg, "em small"))
-    with clock(seconds, "kde"):  # problem 1.3
-        results["kde"] = run_kde(data["train"], data["val"], data["test"],
-                                 kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num))
-    with clock(seconds, "ebm"):  # problems 1.4-1.7
-        results["ebm"], models = run_ebm(data, cfg, pmap)
+def run(cfg, workers, seconds, say=print):
+    """Every problem, in the homework's order. Returns (results, what figures and files need)."""
+    data, results = make_data(cfg), {}
+    with clock(seconds, "gmm", say):  # problems 1.1-1.2: EM at both radii
+        streams = lambda name: lambda r: stream(cfg.seed, f"{name} restart {r}")
+        results["gmm"] = dict(
+            big=gmm_em.em_experiment(data["train"], data["test"], cfg.R, cfg.K, streams("em"),
+                                     cfg.em_restarts, cfg.em_tol, cfg.em_max_maps),
+            small=gmm_em.em_experiment(data["train_small"], data["test_small"], cfg.R_small,
+                                       cfg.K, streams("em small"), cfg.em_restarts, cfg.em_tol,
+                                       cfg.em_max_maps))
+    with clock(seconds, "kde", say):  # problem 1.3
+        results["kde"] = kde.kde_experiment(
+            data["train"], data["val"], data["test"],
+            kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num))
+    with clock(seconds, "ebm", say):  # problems 1.4-1.7
+        results["ebm"], models = run_ebm(data, cfg, workers)
     seconds.update({f"ebm_{route}": models[route]["seconds"] for route in ("truth", "fitted")})
     log_densities = test_log_densities(data, cfg, results, models)
     results["compare"] = compare(log_densities)  # the fitted densities, point by point
-    with clock(seconds, "vi"):  # problems 2.2-2.4
+    with clock(seconds, "vi", say):  # problems 2.2-2.4
         results["vi"], per_point = run_vi(data, cfg)
     results["claims"] = {name: bool(test(results)) for name, (_, test) in CLAIMS.items()}
+    results["config"] = json.loads(json.dumps(asdict(cfg)))
     return results, dict(data=data, models=models, per_point=per_point, log_densities=log_densities)
 
 
@@ -995,21 +1084,25 @@ def main(argv=None):
         print(f"VI.py: error: {e}", file=sys.stderr)
         return 2
     print("configuration:", json.dumps(asdict(cfg)), flush=True)
-    keep_freed_memory()
-    seconds, start = {}, time.perf_counter()
+    say = lambda text: print(text, flush=True)
+    seconds, start, appendix = {}, time.perf_counter(), None
     try:
-        results, made = run(cfg, args.workers, seconds)
+        results, made = run(cfg, args.workers, seconds, say)
+        if args.appendix:
+            with clock(seconds, "appendix", say):
+                appendix = run_appendix(cfg, results, made["log_densities"], made["data"],
+                                        args.workers)
     except FloatingPointError as e:  # nothing has been written yet
         print(f"VI.py: error: {e}", file=sys.stderr)
         return 1
-    results.update(config=json.loads(json.dumps(asdict(cfg))), quick=args.quick)
+    results["quick"] = args.quick
     if not args.no_figures:
-        with clock(seconds, "figures"):
+        with clock(seconds, "figures", say):
             specs = figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
             render_figures(args.out, specs, args.workers)
     seconds["total"] = time.perf_counter() - start
     arrays = {"data.npz": made["data"], "log_densities.npz": made["log_densities"]}
-    write_outputs(args.out, results, seconds, arrays, made["models"]["truth"]["energies"][0])
+    write_outputs(args.out, results, seconds, arrays, made["models"]["truth"]["energy"], appendix)
     print(f"wrote the numbers, figures and data files to {args.out}/ in {seconds['total']:.1f} s")
     return 0
 

@@ -15,6 +15,7 @@ This module is the one place the mixture's density and posterior live; kde.py, e
 VI.py import them. Everything is in log space; randomness comes from an explicit
 ``numpy.random.Generator``.
 """
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -249,9 +250,45 @@ def parameter_errors(fit, true_means, true_weights):
             "max_pi_err": float(np.abs(fit.weights[perm] - true_weights).max())}
 
 
+def labelled_error(K, n):
+    """Mean length of the N(0, (K/n) I) error of a mean of n/K labelled points, sqrt(pi K / 2n):
+    EM cannot beat knowing the labels; within twice this, it counts as recovering the means."""
+    return math.sqrt(math.pi * K / (2 * n))
+
+
+def em_experiment(x_train, x_test, R, K, rng_of, restarts, tol, max_maps, plain_iterations=1000):
+    """Problem 1.2 at radius R: EM for (pi, mu), Sigma = I, run to its maximum from `restarts`
+    k-means++ starts (rng_of(r) the generator of start r); its errors and log-likelihoods; plain
+    EM's progress from the same start and where a rule on the log-likelihood alone stops; how
+    far L-BFGS moves from EM's end (a check)."""
+    means, weights = ring(K, R)
+    fit = fit_em(x_train, K, [rng_of(r) for r in range(restarts)], tol, max_maps)
+    start = kmeans_pp_init(x_train, K, rng_of(fit.restart))
+    plain = em(x_train, start, 0.0, plain_iterations, accelerate=False).history
+    stop = 1 + int(np.argmax(np.diff(plain) < 1e-6))  # where a rule on the LL gain stops
+    early = em(x_train, start, 0.0, stop, accelerate=False).means  # same start: labels
+    ref_means, _, ref_ll = maximise_likelihood(x_train, fit.means, fit.weights)
+    ll = lambda x, m, w: float(log_prob(x, m, w).mean())
+    apart = lambda a, b: float(np.linalg.norm(a - b, axis=1).max())
+    fitted, true = (fit.means, fit.weights), (means, weights)
+    return dict(R=R, **parameter_errors(fit, means, weights), iterations=fit.n_iter,
+                converged=fit.converged, restart=fit.restart, history=fit.history, maps=fit.maps,
+                plain=plain, train_ll=ll(x_train, *fitted), train_ll_true=ll(x_train, *true),
+                test_ll=ll(x_test, *fitted), test_ll_true=ll(x_test, *true),
+                neighbour_spacing=float(2 * R * np.sin(np.pi / K)) if K > 1 else 0.0,
+                labelled_error=labelled_error(K, len(x_train)),
+                recover_threshold=2 * labelled_error(K, len(x_train)),
+                early_means_left=apart(early, fit.means), means=fit.means.tolist(),
+                weights=fit.weights.tolist(), ll_left=float(ref_ll - fit.history[-1]),
+                means_left=apart(ref_means, fit.means))
+
+
+EM_LAYOUT = dict(height=2.15, left=0.52, right=0.08, gap=0.62, widths=[1.45, 1.45, 2.15])
+
+
 def draw_em(axes, fits, data, K, colors):
     """Problem 1.2's figure on three axes: training data, true and EM means at both radii
-    (fits = {"big": ..., "small": ...} as VI.run_em returns them, data the two training sets),
+    (fits = {"big": ..., "small": ...} as em_experiment returns them, data the two training sets),
     and how far below its maximum the log-likelihood is after each EM iteration."""
     for ax, r, x in zip(axes[:2], (fits["big"], fits["small"]), data, strict=True):
         ax.scatter(*x.T, s=2, c=colors["grey"], alpha=0.5, label="data", rasterized=True)

@@ -126,9 +126,25 @@ def tune_sigma(train, val, grid):
     return float(np.exp(res.x)), float(-res.fun), scores
 
 
+def kde_experiment(x_train, x_val, x_test, grid):
+    """Problem 1.3: sigma (a variance) by validation log-likelihood, then the test score."""
+    sigma, val_ll, val_curve = tune_sigma(x_train, x_val, grid)
+    res = dict(sigma=sigma, bandwidth=float(np.sqrt(sigma)), val_ll=val_ll, grid=grid.tolist(),
+               val_curve=val_curve.tolist(), interior=bool(grid[0] < sigma < grid[-1]),
+               test_curve=log_likelihood_curve(x_test, x_train, grid).tolist())
+    for rule in ("scott", "silverman"):
+        s = rule_of_thumb_sigma(x_train, rule)
+        res[f"{rule}_sigma"] = s
+        res[f"{rule}_test_ll"] = mean_log_likelihood(x_test, x_train, s)
+    return res
+
+
+KDE_LAYOUT = dict(width=0.55 * 6.75, height=2.2, left=0.55)
+
+
 def draw_kde(axes, res, colors):
     """Problem 1.3's figure: validation and test log-likelihood against the kernel variance
-    (res as VI.run_kde returns it)."""
+    (res as kde_experiment returns it)."""
     ax, grid = axes[0], np.array(res["grid"])
     ax.plot(grid, res["val_curve"], c=colors["val"], label="validation")
     ax.plot(grid, res["test_curve"], c=colors["test"], ls="--", label="test")

@@ -1,13 +1,165 @@
 """The numbers theory.pdf quotes, as LaTeX macros.
 
-numbers.tsv (beside this file) lists them as data: macro name, path into results.json, format.
-statements() adds the facts of a run that the text states in words. macro_file() is the one
-writer of macro files, used by python VI.py (plots/results.tex) and the benchmarks that
-`make pdf` runs (seeds, routes, flow).
+NUMBERS below lists them as data: macro name, path into results.json, format. statements()
+adds the facts of a run that the text states in words; appendix_macros() the tables of
+python VI.py --appendix. macro_file() is the one writer of macro files (plots/results.tex,
+plots/appendix.tex). The hand-in's VI.py carries this module, so it writes them too.
 """
-from pathlib import Path
+import numpy as np
 
-TABLE = Path(__file__).with_name("numbers.tsv")
+NUMBERS = """\
+# The numbers theory.pdf quotes: one LaTeX macro each, read from plots/results.json by VI.py
+# (a path that results.json lacks is an error). Formats: a Python format spec, or list, count,
+# normal ((mean, sd) as N(mean, sd^2)), grid ((lo, hi, step)), mixture (the p of problem 2.2).
+# macro                   path into results.json                    format
+seedValue                 config.seed                               d
+nPoints                   config.n                                  d
+Kcomp                     config.K                                  d
+Rbig                      config.R                                  .0f
+Rsmall                    config.R_small                            .0f
+Mprop                     config.M                                  d
+emRestarts                config.em_restarts                        d
+emTol                     config.em_tol                             .0e
+emLabelledError           gmm.big.labelled_error                    .3f
+emThreshold               gmm.big.recover_threshold                 .2f
+emSmallMeansLeft          gmm.small.means_left                      .0e
+emSmallEarlyMeans         gmm.small.early_means_left                .2f
+kdeSigma                  kde.sigma                                 .3f
+kdeBandwidth              kde.bandwidth                             .3f
+kdeValLL                  kde.val_ll                                .3f
+kdeTestLL                 compare.test_ll.kde.mean                  .3f
+kdeTestLLSE               compare.test_ll.kde.se_points             .3f
+kdeScottSigma             kde.scott_sigma                           .2f
+kdeScottTestLL            kde.scott_test_ll                         .3f
+kdeGridMin                config.sigma_min                          .2f
+kdeGridMax                config.sigma_max                          .0f
+kdeGridNum                config.sigma_num                          d
+oracleTestLL              compare.test_ll.truth.mean                .3f
+oracleTestLLSE            compare.test_ll.truth.se_points           .3f
+ebmTaus                   config.ebm_taus                           list
+ebmWidths                 config.ebm_widths                         list
+ebmRungs                  config.ebm_rungs                          list
+ebmCandidates             ebm.truth.candidates                      count
+ebmRestarts               config.ebm_restarts                       d
+ebmEvalEvery              config.eval_every                         d
+ebmMval                   config.M_val                              d
+ebmPatience               config.ebm_patience                       d
+ebmMaxIter                config.ebm_max_iter                       d
+ebmMemory                 config.ebm_memory                         d
+ebmHidden                 ebm.truth.hidden                          d
+ebmFreshM                 config.M_fresh                            d
+ebmGridStep               config.grid_step                          g
+ebmATrainIS               ebm.model.A_train_is                      .3f
+ebmATrainSE               ebm.model.A_train_se                      .3f
+ebmAFreshIS               ebm.model.A_fresh_is                      .3f
+ebmAFreshSE               ebm.model.A_fresh_se                      .1e
+ebmAGrid                  ebm.model.A_grid                          .3f
+ebmAGapTrain              ebm.model.A_grid_minus_train              .4f
+ebmAGapFresh              ebm.model.A_grid_minus_fresh              .1e
+ebmAGapTrainRatio         ebm.model.A_train_gap_ratio               .1f
+ebmGridDelta              ebm.model.grid_delta                      .1e
+ebmESS                    ebm.model.ess_train                       .0f
+ebmESSFresh               ebm.model.ess_fresh                       .0f
+ebmFittedESS              ebm.fitted.restarts.0.ess_train           .0f
+ebmJensenBound            ebm.model.jensen_bound                    .3f
+ebmJensenSE               ebm.model.jensen_se                       .4f
+klFromJensen              ebm.model.kl_from_jensen                  .4f
+klFromJensenSE            ebm.model.jensen_se                       .4f
+ebmTestLLTrainIS          ebm.model.test_ll_train_is                .3f
+ebmTestLLFreshIS          ebm.model.test_ll_fresh_is                .3f
+ebmTestLLGrid             ebm.model.test_ll_grid                    .3f
+ebmTestLLGridSE           ebm.truth.restarts.0.test_ll_se           .3f
+ebmTestLLMean             compare.test_ll.ebm.mean                  .3f
+ebmTestLLSD               compare.test_ll.ebm.sd                    .3f
+fittedTestLLMean          compare.test_ll.ebm_fitted.mean           .3f
+fittedTestLLSD            compare.test_ll.ebm_fitted.sd             .3f
+ebmMinusKde               compare.ebm_minus_kde.mean                .3f
+ebmMinusKdeSE             compare.ebm_minus_kde.se                  .3f
+ebmMinusKdeSD             compare.ebm_minus_kde.sd                  .3f
+ebmMinusKdeMin            compare.ebm_minus_kde.minimum             .3f
+ebmMinusKdeMax            compare.ebm_minus_kde.maximum             .3f
+fittedMinusKde            compare.fitted_minus_kde.mean             .3f
+fittedMinusKdeSE          compare.fitted_minus_kde.se               .3f
+truthMinusEbm             compare.truth_minus_ebm.mean              .3f
+truthMinusEbmSE           compare.truth_minus_ebm.se                .3f
+gradSamples               config.grad_samples                       d
+gradCheckpoints           config.ebm_checkpoints                    list
+gradRelTrainStart         ebm.model.gradient.0.rel_err_train        .2f
+gradRelFreshStart         ebm.model.gradient.0.rel_err_fresh        .2f
+gradRelTrainTen           ebm.model.gradient.1.rel_err_train        .2f
+gradRelTrainEnd           ebm.model.gradient.-1.rel_err_train       .3f
+gradRelFreshEnd           ebm.model.gradient.-1.rel_err_fresh       .3f
+gradRelFreshEndSD         ebm.model.gradient.-1.rel_err_fresh_sd    .3f
+malaChains                ebm.model.samples.chains                  d
+malaSteps                 config.mala_steps                         d
+malaAdapt                 config.mala_adapt                         d
+malaTarget                config.mala_target                        .3f
+malaJump                  config.mala_jump                          g
+malaAcceptance            ebm.model.samples.acceptance              .2f
+malaJumpAcceptance        ebm.model.samples.jump_acceptance         .2f
+malaChi                   ebm.model.samples.chi2_modes              .1f
+malaChiStart              ebm.model.samples.chi2_start              .0f
+malaPModes                ebm.model.samples.p_modes                 .2f
+malaKSRadius              ebm.model.samples.ks_radius               .3f
+malaPRadius               ebm.model.samples.p_radius                .2f
+malaKSAngle               ebm.model.samples.ks_angle                .3f
+malaPAngle                ebm.model.samples.p_angle                 .2f
+klPTeX                    config                                    mixture
+klQTeX                    config.kl_q                               normal
+klGridTeX                 config.kl_grid                            grid
+klStartsCount             config.kl_starts                          count
+klPQ                      vi.kl.kl_pq                               .2f
+klQP                      vi.kl.kl_qp                               .2f
+klGridDelta               vi.kl.grid_delta                          .0e
+fwdMu                     vi.kl.forward.mu                          .2f
+fwdSd                     vi.kl.forward.sd                          .2f
+revMu                     vi.kl.reverse_best.mu                     .2f
+revSd                     vi.kl.reverse_best.sd                     .2f
+revKL                     vi.kl.reverse_best.kl                     .2f
+viRingLogp                vi.limit.ring_log_p                       .3f
+viUnifLimit               vi.limit.unif_limit                       .3f
+viGapLimit                vi.limit.gap_limit                        .3f
+viLimitPoints             vi.limit.points                           d
+iwaeKmax                  config.iwae_k_max                         d
+iwaePoints                vi.iwae.big.points                        d
+iwaeReps                  config.iwae_reps                          d
+emBigMeanDist             gmm.big.mean_dist                         .2f
+emBigMaxDist              gmm.big.max_dist                          .2f
+emBigMaxPiErr             gmm.big.max_pi_err                        .3f
+emBigIters                gmm.big.iterations                        d
+emBigTrainLL              gmm.big.train_ll                          .3f
+emBigTrainLLTrue          gmm.big.train_ll_true                     .3f
+emBigTestLL               gmm.big.test_ll                           .3f
+emBigTestLLTrue           gmm.big.test_ll_true                      .3f
+emBigSpacing              gmm.big.neighbour_spacing                 .2f
+emSmallMeanDist           gmm.small.mean_dist                       .2f
+emSmallMaxDist            gmm.small.max_dist                        .2f
+emSmallMaxPiErr           gmm.small.max_pi_err                      .3f
+emSmallIters              gmm.small.iterations                      d
+emSmallTrainLL            gmm.small.train_ll                        .3f
+emSmallTrainLLTrue        gmm.small.train_ll_true                   .3f
+emSmallTestLL             gmm.small.test_ll                         .3f
+emSmallTestLLTrue         gmm.small.test_ll_true                    .3f
+emSmallSpacing            gmm.small.neighbour_spacing               .2f
+viUnifBig                 vi.elbo.big.unif                          .3f
+viPostBig                 vi.elbo.big.post                          .3f
+viLogpBig                 vi.elbo.big.log_p                         .3f
+viGapBig                  vi.elbo.big.gap                           .3f
+viExpGapBig               vi.elbo.big.expected_gap                  .3f
+viExpUnifBig              vi.elbo.big.expected_unif                 .3f
+viGapMinBig               vi.elbo.big.gap_min                       .3f
+viGapSEBig                vi.elbo.big.gap_se                        .3f
+viGapMaxBig               vi.elbo.big.gap_max                       .3f
+viUnifSmall               vi.elbo.small.unif                        .3f
+viPostSmall               vi.elbo.small.post                        .3f
+viLogpSmall               vi.elbo.small.log_p                       .3f
+viGapSmall                vi.elbo.small.gap                         .3f
+viExpGapSmall             vi.elbo.small.expected_gap                .3f
+viExpUnifSmall            vi.elbo.small.expected_unif               .3f
+viGapMinSmall             vi.elbo.small.gap_min                     .3f
+viGapSESmall              vi.elbo.small.gap_se                      .3f
+viGapMaxSmall             vi.elbo.small.gap_max                     .3f
+"""
 
 
 def lookup(results, path):
@@ -66,17 +218,17 @@ def statements(r):
         "it does not"}
 
 
-def macros_of(results, table=TABLE):
+def macros_of(results, table=NUMBERS):
     """{macro: text} for every number of the table and every statement. A path the results do
     not hold is an error, so a renamed key cannot silently drop a number from the PDF."""
     out = {}
-    for line in Path(table).read_text().splitlines():
+    for line in table.splitlines():
         if line.strip() and not line.startswith("#"):
             name, path, spec = line.split()
             try:
                 out[name] = format_macro(lookup(results, path), spec)
             except (KeyError, IndexError, TypeError) as e:
-                raise KeyError(f"{table}: {name} reads {path}, missing from the results ({e!r})") \
+                raise KeyError(f"NUMBERS: {name} reads {path}, missing from the results ({e!r})") \
                     from None
     return {**out, **statements(results)}
 
@@ -85,3 +237,98 @@ def macro_file(macros, source):
     """The text of a LaTeX file of \\newcommand lines, one per macro."""
     lines = [f"\\newcommand{{\\{k}}}{{{v}}}" for k, v in macros.items()]
     return "\n".join([f"% Generated by {source}; do not edit.", *lines]) + "\n"
+
+
+# ---- python VI.py --appendix: the seed sweep, the training routes, the tau sweep ---------------
+
+def pm(mean, spread, digits=3):
+    return f"\\pmse{{{mean:.{digits}f}}}{{{spread:.{digits}f}}}"
+
+
+def by_count(picks):
+    """(pick, count) from the most frequent down, ties in the order the seeds first made them: a
+    set's order would follow Python's per-process string hashing, and the PDF's text with it."""
+    return sorted(((p, picks.count(p)) for p in dict.fromkeys(picks)), key=lambda pc: -pc[1])
+
+
+def seed_macros(seeds, claims):
+    """The seed sweep (VI.seed_row per seed): claims held per seed, spreads, the picks."""
+    col = lambda key: np.array([s[key] for s in seeds])
+    passes = {key: [s["claims"][key] for s in seeds] for key in claims}
+    lead = col("ebm_minus_kde")
+    out = {"seedsN": str(len(seeds)), "seedsClaims": str(len(passes)),
+           "seedsClaimsHeld": str(sum(all(h) for h in passes.values())),
+           "seedsEbmOverKdeMin": f"{lead.min():.3f}", "seedsEbmOverKdeMax": f"{lead.max():.3f}",
+           "seedsEbmGapMean": f"{col('truth_minus_ebm').mean():.3f}",
+           "seedsEmBigMeanDistMax": f"{col('em_big').max():.2f}",
+           "seedsEmSmallMeanDistMin": f"{col('em_small').min():.2f}",
+           "seedsPicks": "; ".join(f"{p} on {n}" for p, n in
+                                   by_count([candidate(*s["pick"]) for s in seeds])),
+           "seedsClaimRows": " ".join(f"{claims[key][0]} & {sum(hits)}\\\\"
+                                      for key, hits in passes.items())}
+    out.update({f"seedsHeld{key[0].upper()}{key[1:]}": str(sum(hits))
+                for key, hits in passes.items()})
+    return out
+
+
+def spread(rows):
+    ll = np.array([r["test_ll"] for r in rows])
+    return ll.mean(), ll.std(ddof=1), ll.min(), ll.max()
+
+
+ROUTE_LABELS = {"exact": "exact gradient (quadrature)", "truth": "IS, $q$ the true mixture",
+                "fitted": "IS, $q$ fitted to the data", "pcd": "persistent contrastive divergence"}
+
+
+def route_rows(routes):
+    rows = []
+    for route, r in routes.items():
+        mean, sd, _, _ = spread(r["restarts"])
+        evaluations = np.median([x["evaluations"] for x in r["restarts"]]) / 1e6
+        rows.append(f"{ROUTE_LABELS[route]} & {'yes' if r['needs_truth'] else 'no'} & "
+                    f"{candidate(r['tau'], r['hidden'])} & {pm(mean, sd)} & "
+                    f"{pm(r['minus_kde']['mean'], r['minus_kde']['se'])} & {evaluations:.1f}\\\\")
+    return " ".join(rows)
+
+
+def tau_rows(sweep):
+    rows = []
+    for t in sweep:
+        mean, sd, low, high = spread(t["restarts"])
+        iterations = int(np.median([x["iterations"] for x in t["restarts"]]))
+        rows.append(f"{t['tau']:g} & {iterations} & "
+                    f"{sum(x['converged'] for x in t['restarts'])} of {len(t['restarts'])} & "
+                    f"{pm(mean, sd)} & \\num{{{low:.3f}}} to \\num{{{high:.3f}}}\\\\")
+    return " ".join(rows)
+
+
+def route_macros(appendix, exact_step, pcd):
+    """The routes table, the tau table and the sentences about them."""
+    routes, u = appendix["routes"], appendix["uninformed"]
+    mean, sd, _, _ = spread(routes["exact"]["restarts"])
+    tex = dict(routeTrainStep=f"{exact_step:g}", pcdChains=str(pcd["chains"]),
+               pcdSteps=str(pcd["mala_steps"]), pcdUpdates=str(pcd["updates"]),
+               routeRows=route_rows(routes), tauRows=tau_rows(appendix["tau_sweep"]),
+               routeExactTestLL=f"{mean:.3f}", routeExactTestLLSD=f"{sd:.3f}", tauMax=f"{u['tau']:g}")
+    for name, c, words in (("TruthMinusExact", routes["truth"]["minus_exact"],
+                            ("the importance-sampled gradient fits better",
+                             "the exact gradient fits better", "no difference is detectable")),
+                           ("PcdMinusFitted", routes["pcd"]["minus_fitted"],
+                            ("contrastive divergence fits better", "importance sampling fits better",
+                             "no difference is detectable"))):
+        tex[f"route{name}"], tex[f"route{name}SE"] = f"{c['mean']:.3f}", f"{c['se']:.3f}"
+        tex[f"route{name.replace('Minus', 'Versus')}"] = verdict(c, *words)
+    tex.update(chosenMinusUninformed=f"{u['chosen_minus']['mean']:.3f}",
+               chosenMinusUninformedSE=f"{u['chosen_minus']['se']:.3f}",
+               uninformedVersusChosen=verdict(u["chosen_minus"], "trails", "beats",
+                                              "cannot be told apart from"),
+               uninformedMinusKde=f"{u['minus_kde']['mean']:.3f}",
+               uninformedMinusKdeSE=f"{u['minus_kde']['se']:.3f}",
+               uninformedVersusKde=verdict(u["minus_kde"], "beats", "loses to",
+                                           "cannot be told apart from"))
+    return tex
+
+
+def appendix_macros(appendix, claims, exact_step, pcd):
+    """Every macro of python VI.py --appendix (plots/appendix.tex)."""
+    return {**seed_macros(appendix["seeds"], claims), **route_macros(appendix, exact_step, pcd)}
