@@ -17,8 +17,8 @@ the pinned versions of requirements.txt: see pin_numerics.
 """
 import sys
 
-if sys.version_info < (3, 10):  # before anything that a 3.9 interpreter cannot run
-    sys.stderr.write(f"VI.py: error: needs Python 3.10 or newer (this is {sys.version.split()[0]})\n")
+if sys.version_info < (3, 10):  # noqa: UP036  (the check itself: before what 3.9 cannot run)
+    sys.stderr.write(f"VI.py: error: needs Python 3.10 or newer, not {sys.version.split()[0]}\n")
     sys.exit(2)
 
 import os
@@ -168,20 +168,20 @@ def option(name):
 
 
 def check(cfg):
-    """Raise ValueError, naming the option, if cfg cannot be run: every value finite, every
-    size and scale positive (or at least AT_LEAST), every list non-empty, and RELATIONS."""
+    """Raise ValueError, naming the option, if cfg cannot be run: every value finite, every list
+    non-empty, every size and scale positive (or at least its AT_LEAST), and the RELATIONS."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        values, shown = (value, ",".join(map(str, value))) if isinstance(value, tuple) \
-            else ((value,), value)
-        least = AT_LEAST.get(f.name, None if f.name in ANY else 0)
-        ok = len(values) > 0 and all(math.isfinite(v) for v in values) and (
-            least is None or all(v >= least and (least or v > 0 or f.name in AT_LEAST)
-                                 for v in values))
-        if not ok:
-            words = "finite" if least is None else f"at least {least}" if f.name in AT_LEAST \
-                else "positive"
-            raise ValueError(f"{option(f.name)} must be {words} (got {shown!r})")
+        values = value if isinstance(value, tuple) else (value,)
+        shown, least = ",".join(map(str, values)), AT_LEAST.get(f.name)
+        if not values or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{option(f.name)} must be finite and given (got {shown!r})")
+        if f.name in ANY:
+            continue
+        if least is not None and min(values) < least:
+            raise ValueError(f"{option(f.name)} must be at least {least} (got {shown!r})")
+        if least is None and min(values) <= 0:
+            raise ValueError(f"{option(f.name)} must be positive (got {shown!r})")
     for test, words in RELATIONS:
         if not test(cfg):
             raise ValueError(words)
@@ -222,8 +222,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="small settings: a smoke run in seconds")
     p.add_argument("--no-figures", action="store_true", help="numbers only")
     p.add_argument("--appendix", action="store_true", help="also the seed sweep, every training "
-                   "route of the EBM and every tau to convergence (what theory.pdf's appendix reads)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   "route of the EBM and every tau to convergence (theory.pdf's appendix)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for independent models (Linux only; the results do not vary)")
     p.add_argument("--native-numerics", action="store_true", help="leave each library's CPU "
                    "kernels and threads to itself (then not bit-identical across machines)")
@@ -294,7 +294,7 @@ def can_fork():
     """fork is safe only on Linux and from a process with one thread: a thread that holds a lock
     at the fork (a BLAS pool, a pickling helper) would hold it forever in the child."""
     tasks = "/proc/self/task"
-    return (sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+    return (sys.platform == "linux" and hasattr(os, "fork")
             and threading.active_count() == 1 and os.path.isdir(tasks)
             and len(os.listdir(tasks)) == 1)
 
@@ -931,7 +931,8 @@ def seed_row(r):
     c = r["compare"]
     return dict(seed=r["config"]["seed"], claims=r["claims"],
                 pick=[r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]],
-                ebm_minus_kde=c["ebm_minus_kde"]["mean"], truth_minus_ebm=c["truth_minus_ebm"]["mean"],
+                ebm_minus_kde=c["ebm_minus_kde"]["mean"],
+                truth_minus_ebm=c["truth_minus_ebm"]["mean"],
                 em_big=r["gmm"]["big"]["mean_dist"], em_small=r["gmm"]["small"]["mean_dist"])
 
 
@@ -947,7 +948,7 @@ def route_summary(cfg, results, log_densities, done):
         np.stack([done[("route", route, t, h, r)][1] for r in restarts])
     chosen = {route: (e[key]["tau"], e[key]["hidden"]) for route, key in
               (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
-    routes = {route: dict(tau=t, hidden=h, needs_truth=ebm.ROUTES[route][1],
+    routes = {route: dict(tau=t, hidden=h, needs_truth=ebm.NEEDS_TRUTH[route],
                           restarts=rows(route, t, h), minus_kde=paired(lls(route, t, h), kde_ll))
               for route, (t, h) in chosen.items()}
     routes["truth"]["minus_exact"] = paired(lls("truth", *chosen["truth"]),
@@ -1028,7 +1029,8 @@ def write_outputs(out, results, seconds, arrays, energy, appendix=None):
                macros.macro_file(macros.macros_of(results), "python VI.py"))
     if appendix is not None:
         tex = macros.appendix_macros(appendix, CLAIMS, ebm.EXACT_STEP, ebm.PCD)
-        write_text(os.path.join(out, "appendix.tex"), macros.macro_file(tex, "python VI.py --appendix"))
+        write_text(os.path.join(out, "appendix.tex"),
+                   macros.macro_file(tex, "python VI.py --appendix"))
 
 
 # ============================================ The run ============================================
@@ -1085,7 +1087,7 @@ def main(argv=None):
         return 2
     print("configuration:", json.dumps(asdict(cfg)), flush=True)
     say = lambda text: print(text, flush=True)
-    seconds, start, appendix = {}, time.perf_counter(), None
+    seconds, appendix = {}, None
     try:
         results, made = run(cfg, args.workers, seconds, say)
         if args.appendix:
@@ -1096,15 +1098,21 @@ def main(argv=None):
         print(f"VI.py: error: {e}", file=sys.stderr)
         return 1
     results["quick"] = args.quick
-    if not args.no_figures:
-        with clock(seconds, "figures", say):
-            specs = figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
-            render_figures(args.out, specs, args.workers)
-    seconds["total"] = time.perf_counter() - start
-    arrays = {"data.npz": made["data"], "log_densities.npz": made["log_densities"]}
-    write_outputs(args.out, results, seconds, arrays, made["models"]["truth"]["energy"], appendix)
+    publish(args.out, cfg, results, made, seconds, appendix, figures=not args.no_figures,
+            workers=args.workers, say=say)
     print(f"wrote the numbers, figures and data files to {args.out}/ in {seconds['total']:.1f} s")
     return 0
+
+
+def publish(out, cfg, results, made, seconds, appendix=None, figures=True, workers=1, say=print):
+    """Figures, then every file: what main() does once the numbers are computed."""
+    if figures:
+        with clock(seconds, "figures", say):
+            specs = figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
+            render_figures(out, specs, workers)
+    seconds["total"] = sum(v for k, v in seconds.items() if not k.startswith("ebm_"))
+    arrays = {"data.npz": made["data"], "log_densities.npz": made["log_densities"]}
+    write_outputs(out, results, seconds, arrays, made["models"]["truth"]["energy"], appendix)
 
 
 if __name__ == "__main__":

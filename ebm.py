@@ -1,27 +1,16 @@
 """A shallow-network energy-based model fitted by maximum likelihood (problems 1.4-1.7).
 
-The homework's convention: p_theta(x) = exp(E_theta(x) - A(theta)) with
-A(theta) = log int exp(E_theta(x)) dx, so E is a log-density up to a constant (larger is more
-likely). The mean log-likelihood of the training points and its gradient are
-
-    L(theta) = (1/n) sum_i E_theta(x_i) - A(theta),
-    grad L   = (1/n) sum_i grad E_theta(x_i) - E_{x ~ p_theta} grad E_theta(x).
-
-Problem 1.6 replaces A by its importance-sampling estimate from M draws x_m of a proposal q,
-with log-weights l_m = E_theta(x_m) - log q(x_m):
+p_theta(x) = exp(E_theta(x) - A(theta)), A = log int exp(E_theta); the mean log-likelihood is
+L = mean_i E(x_i) - A, with grad L = mean_i grad E(x_i) - E_{p_theta} grad E. Problem 1.6 takes
+A from M draws x_m of a proposal q, log-weights l_m = E(x_m) - log q(x_m):
 
     A_hat = log((1/M) sum_m exp(l_m)),    F_hat = N_hat / D_hat = sum_m softmax(l)_m grad E(x_m).
 
-q does not depend on theta, so grad A_hat = F_hat exactly: autograd of A_hat *is* the
-self-normalised estimate of E_p grad E. One fixed sample thus defines one smooth objective,
-L_hat = mean E - A_hat, which full-batch L-BFGS maximises. The first part of this file is
-that, and nothing else; model selection, quadrature, contrastive divergence, MALA and the
-diagnostics follow under "beyond the homework".
-
-The energy: E_theta(x) = w2^T softplus(W1 x + b1) + b2 - ||x||^2 / (2 tau^2). The network alone
-can grow linearly in some direction, and then exp(E) has no finite integral, while an
-importance-sampling estimate from a light-tailed q stays finite and hides it. The network is
-Lipschitz, so the fixed quadratic term wins far out and every theta gives a proper density.
+q does not depend on theta, so grad A_hat = F_hat: autograd of A_hat *is* the self-normalised
+estimate, and one fixed sample gives one smooth objective L_hat = mean E - A_hat for L-BFGS.
+That is the first part of this file; selection, quadrature, PCD, MALA and diagnostics follow.
+E = w2^T softplus(W1 x + b1) + b2 - ||x||^2 / (2 tau^2): the network alone may grow linearly
+along a ray (no finite integral, which an IS estimate would hide); the quadratic term wins.
 """
 import copy
 import math
@@ -37,9 +26,8 @@ from torch import nn
 
 
 class Energy(nn.Module):
-    """E_theta(x) = w2^T softplus(W1 x + b1) + b2 - ||x||^2 / (2 tau^2); x (n, d) -> (n,).
-    With a generator, every weight and bias is drawn from it, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    as nn.Linear does; `spec` is saved with the weights so that a saved energy reloads."""
+    """E(x) = w2^T softplus(W1 x + b1) + b2 - ||x||^2 / (2 tau^2), x (n, d) -> (n,); a generator
+    draws every weight as nn.Linear does, U(+-1/sqrt(fan_in)); `spec` is saved with them."""
 
     def __init__(self, hidden, tau, generator=None, dim=2):
         super().__init__()
@@ -65,19 +53,15 @@ class Sample:
     x: torch.Tensor
     log_q: torch.Tensor
 
-    def __len__(self):
-        return self.x.shape[0]
-
 
 def log_partition(energy, sample):
     """A_hat = log (1/M) sum_m exp(E(x_m) - log q(x_m)), in float64 log space; differentiable."""
     log_w = energy(sample.x).double() - sample.log_q.double()  # (M,)
-    return torch.logsumexp(log_w, 0) - math.log(len(sample))
+    return torch.logsumexp(log_w, 0) - math.log(sample.x.shape[0])
 
 
 def grad_log_partition(energy, sample):
-    """F_hat = sum_m softmax(l)_m grad E(x_m) = grad A_hat (problem 1.6), one tensor per
-    parameter."""
+    """F_hat = sum_m softmax(l)_m grad E(x_m) = grad A_hat (problem 1.6), per parameter."""
     return list(torch.autograd.grad(log_partition(energy, sample), list(energy.parameters())))
 
 
@@ -88,8 +72,7 @@ def log_likelihood(energy, x, sample):
 
 @dataclass
 class Run:
-    """One model under training. torch.optim.LBFGS keeps its state between calls of train, so a
-    run can be paused (model selection stops most candidates early) and resumed."""
+    """A model under training; torch.optim.LBFGS keeps its state between calls of train."""
     energy: Energy
     optimizer: torch.optim.LBFGS
     iterations: int = 0
@@ -105,18 +88,18 @@ class Run:
 
 
 def new_run(energy, eval_every=20, memory=20):
-    """A run whose every call of optimizer.step makes up to eval_every L-BFGS iterations, each
-    with a strong-Wolfe line search."""
-    optimizer = torch.optim.LBFGS(energy.parameters(), max_iter=eval_every, history_size=memory,
+    """Each optimizer.step: eval_every L-BFGS iterations, strong-Wolfe line searches (max_eval
+    high enough never to cut a step short)."""
+    optimizer = torch.optim.LBFGS(energy.parameters(), max_iter=eval_every,
+                                  max_eval=10 * eval_every, history_size=memory,
                                   line_search_fn="strong_wolfe")
     return Run(energy, optimizer)
 
 
 def train(run, x_train, proposal, score, until, patience=300, snapshot_at=()):
-    """Maximise L_hat(theta) = mean E(x_train) - A_hat(proposal) by L-BFGS up to `until`
-    iterations in all, scoring the model by score(energy) (the validation log-likelihood) at
-    the start and after every optimizer step, and keeping the best-scoring weights. Stops early
-    once has_converged. Raises FloatingPointError when the objective stops being finite."""
+    """Maximise L_hat = mean E(x_train) - A_hat(proposal) by L-BFGS up to `until` iterations,
+    scored by score(energy) (validation LL) after every step, keeping the best weights; stop
+    once has_converged or L-BFGS stops itself (a step of fewer iterations than asked)."""
     energy, optimizer, start = run.energy, run.optimizer, time.perf_counter()
 
     def closure():
@@ -124,7 +107,6 @@ def train(run, x_train, proposal, score, until, patience=300, snapshot_at=()):
         loss = -log_likelihood(energy, x_train, proposal)
         loss.backward()
         return loss
-
     if not run.steps:
         record(run, score, x_train, proposal, snapshot_at, after=-1)
     while run.iterations < until and not run.converged:
@@ -132,7 +114,8 @@ def train(run, x_train, proposal, score, until, patience=300, snapshot_at=()):
         optimizer.step(closure)
         run.iterations = optimizer.state[optimizer.param_groups[0]["params"][0]]["n_iter"]
         record(run, score, x_train, proposal, snapshot_at, after=before)
-        run.converged = has_converged(run.iterations, run.best_iteration, patience)
+        stopped = run.iterations - before < optimizer.param_groups[0]["max_iter"]  # tolerances
+        run.converged = stopped or has_converged(run.iterations, run.best_iteration, patience)
     run.seconds += time.perf_counter() - start
     return run
 
@@ -568,12 +551,7 @@ def train_pcd(energy, x_train, x_val, generator, *, half_width, step, chains=100
 
 # ---- the training routes compared (python VI.py --appendix) ----------------------------------
 
-ROUTES = {  # route: (label in the write-up, needs the true density)
-    "exact": ("exact gradient (quadrature)", False),
-    "truth": ("IS, $q$ the true mixture", True),
-    "fitted": ("IS, $q$ fitted to the data", False),
-    "pcd": ("persistent contrastive divergence", False),
-}
+NEEDS_TRUTH = {"exact": False, "truth": True, "fitted": False, "pcd": False}  # route: its q
 EXACT_STEP = 0.25  # quadrature cells of the exact route's objective (its models are then
 # scored at the fine step)
 PCD = dict(chains=1000, mala_steps=2, updates=3000)

@@ -4,7 +4,7 @@ data, with wall times (median of --repeats runs) and ratios measured in the same
     python -m pip install -r requirements-dev.txt
     python VI.py                                   # the EBM rows come from its plots/
     python bench/peers.py [--repeats 5] [--record bench/flow_record.json]   # measure (minutes)
-    python bench/peers.py --from-record bench/flow_record.json --tex plots/flow.tex   # seconds
+    python bench/peers.py --from-record bench/flow_record.json   # the flow against this EBM
 
 Peers: scikit-learn's KernelDensity + GridSearchCV over the same sigma grid on the same
 train/validation split (sklearn's bandwidth is a standard deviation, the homework's sigma a
@@ -16,8 +16,9 @@ FLOW_RESTARTS initialisations.
 
 The flow takes minutes, so its result is a committed record (bench/flow_record.json): the
 per-point test log-densities of every restart and a fingerprint of the data it was made on.
-`make pdf` compares that record with the current run's EBM point by point (--from-record), so the
-comparison survives a change of machine; a test checks the fingerprint against the current data.
+--from-record compares that record with the current run's EBM point by point, so the comparison
+survives a change of machine. The README reports it; theory.pdf does not (it quotes only what the
+handed-in VI.py computes).
 """
 
 import argparse
@@ -34,14 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import VI  # noqa: E402  (first: it pins the numerical libraries before numpy and torch load)
-
-# isort: split
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import gmm_em  # noqa: E402
 import kde  # noqa: E402
+import VI  # noqa: E402
 from theory import macros  # noqa: E402
 
 FLOW_DEPTHS = (2, 4)  # spline transforms

@@ -8,8 +8,8 @@ the median. Never asserted in tests: the machines are shared and noisy.
 | `python VI.py`, whole process, wall | 20 s |
 | of which drawing and saving figures (timings.json) | 4 s |
 | `python VI.py --native-numerics` (each library's own kernels): what pinning them costs | - |
-| `python -m pytest -q`, wall | 60 s |
-| `make pdf` from scratch, in a fresh copy of the tracked files | 3 min |
+| `python -m pytest -q`, wall | 40 s |
+| `make pdf` from scratch, in a fresh copy of the tracked files | 4 min |
 """
 
 import argparse
@@ -98,14 +98,14 @@ def main(argv=None):
             wall([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], ROOT)
             for _ in range(args.test_runs)
         ]
-        print(row("`python -m pytest -q`", times, "60 s"), flush=True)
+        print(row("`python -m pytest -q`", times, "40 s"), flush=True)
     if "pdf" not in skip:
         times = []
         for _ in range(args.pdf_runs):
             with tempfile.TemporaryDirectory() as tmp:
                 fresh_copy(Path(tmp))
                 times.append(wall(["make", "pdf"], tmp, env={**os.environ, "PY": sys.executable}))
-        print(row("`make pdf` from scratch", times, "180 s"), flush=True)
+        print(row("`make pdf` from scratch", times, "240 s"), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import VI  # noqa: E402,F401  (first: it pins the numerical libraries before numpy and torch load)
-
-# isort: split
 import pytest  # noqa: E402
+
+import VI  # noqa: E402
 
 FIGURES = [
     "em",
@@ -52,10 +51,70 @@ def main(*args):
 
 
 @pytest.fixture(scope="session")
-def quick(tmp_path_factory):
-    """One `python VI.py --quick` run (figures included), shared by every test that only
-    reads its outputs."""
+def pipeline():
+    """One run of every problem at the quick settings, in this process: (cfg, results, made),
+    shared by every test that needs a trained model or its numbers."""
+    cfg, _ = VI.parse_args(["--quick"])
+    results, made = VI.run(cfg, 1, {}, say=lambda _: None)
+    results["quick"] = True
+    return cfg, results, made
+
+
+@pytest.fixture(scope="session")
+def quick(pipeline, tmp_path_factory):
+    """That run's outputs, written as `python VI.py --quick` writes them (figures included)."""
     out = tmp_path_factory.mktemp("quick")
-    status, err = main("--quick", "--out", out)
-    assert status == 0, err
+    VI.publish(str(out), *pipeline, {}, say=lambda _: None)
     return out
+
+
+ARGS = ["--quick", "--no-figures"]
+NO_FORK = (  # a platform without fork (Windows), simulated
+    "import os, runpy, sys; del os.fork; sys.argv[0] = 'VI.py'; "
+    "runpy.run_path('VI.py', run_name='__main__')"
+)
+PROCESSES = {  # name: (arguments of python, environment changes)
+    # two forked workers, and any warning is an error
+    "dev": (["-X", "dev", "-W", "error", "VI.py", *ARGS, "--workers", "2"], {}),
+    # one worker, and MKL restricted to the AVX2 kernels another CPU would get (not a pin)
+    "one worker": (["VI.py", *ARGS, "--workers", "1"], {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+    "no fork": (["-c", NO_FORK, *ARGS, "--workers", "2"], {}),
+    # without the pins: each library's own kernels, then torch's AVX2 ones
+    "native": (["VI.py", *ARGS, "--native-numerics"], {}),
+    "native avx2": (["VI.py", *ARGS, "--native-numerics"], {"ATEN_CPU_CAPABILITY": "avx2"}),
+}
+
+
+@pytest.fixture(scope="session")
+def processes(tmp_path_factory):
+    """python VI.py as a user runs it, each in a process of its own, two at a time, in an
+    environment without the pins (as a user's shell has it). {name: (process, its --out folder)}"""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = tmp_path_factory.mktemp("processes")
+    pinned = set(VI.PINS) | set(VI.THREADS) | {"MKL_ENABLE_INSTRUCTIONS"}
+    clean = {k: v for k, v in os.environ.items() if k not in pinned}
+
+    def one(name):
+        args, env = PROCESSES[name]
+        out = base / name.replace(" ", "_")
+        proc = subprocess.run(
+            [sys.executable, *args, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+            env={**clean, **env},
+        )
+        return proc, out
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(PROCESSES, pool.map(one, PROCESSES), strict=True))
+
+
+def results_bytes(run):
+    """results.json of a (process, folder) of `processes`, b"" if the run failed."""
+    proc, out = run
+    return (out / "results.json").read_bytes() if proc.returncode == 0 else b""

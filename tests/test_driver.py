@@ -1,12 +1,12 @@
-"""python VI.py as a user runs it, called in this process: its outputs, its random streams, its
-independence from the number of worker processes, and its refusal of bad input."""
+"""python VI.py as a user runs it: its outputs, its random streams, its independence from the
+number of worker processes and from fork, a run clean of warnings, and its refusal of bad input."""
 
 import json
 from dataclasses import fields, replace
 
 import numpy as np
 import pytest
-from conftest import FIGURES, ROOT, main
+from conftest import FIGURES, ROOT, main, results_bytes
 
 import VI
 from theory import macros
@@ -52,7 +52,9 @@ def test_saved_data_and_energy_reproduce_the_reported_likelihood(quick):
         ebm.load_energy(quick / "ebm_energy.pt"),
         results["ebm"]["truth"]["restarts"][0],
     )
-    a = ebm.log_partition_grid(energy, reported["half_width"], results["config"]["grid_step"])
+    a = ebm.log_partition_grid(
+        energy, half_width=reported["half_width"], step=results["config"]["grid_step"]
+    )
     with torch.no_grad():
         e = energy(
             torch.as_tensor(np.load(quick / "data.npz")["test"], dtype=torch.float32)
@@ -69,17 +71,22 @@ def test_every_reported_model_has_a_certified_quadrature_box(quick):
             assert VI.max_mass_outside(json.loads(path.read_text())) <= 1e-6, path
 
 
-def test_no_figures_writes_the_numbers_only(tmp_path):
-    status, err = main("--quick", "--no-figures", "--out", tmp_path)
-    assert status == 0, err
+def test_no_figures_writes_the_numbers_only(pipeline, tmp_path):
+    VI.publish(str(tmp_path), *pipeline, {}, figures=False, say=lambda _: None)
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "results.json").exists()
 
 
-def test_the_number_of_workers_does_not_change_a_single_byte(quick, tmp_path):
-    # every model is trained by one single-threaded process, whichever process that is
-    status, err = main("--quick", "--no-figures", "--workers", "1", "--out", tmp_path)
-    assert status == 0, err
-    assert (tmp_path / "results.json").read_bytes() == (quick / "results.json").read_bytes()
+@pytest.mark.parametrize("name", ["dev", "one worker", "no fork"])
+def test_a_run_as_a_user_runs_it_exits_cleanly(processes, name):
+    proc, _ = processes[name]
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["one worker", "no fork"])
+def test_neither_the_workers_nor_fork_change_a_single_byte(processes, name):
+    # every model is trained by one single-threaded process, whichever process that is (the
+    # one-worker run also has MKL restricted to AVX2, the kernels another CPU would get)
+    assert results_bytes(processes[name]) == results_bytes(processes["dev"]) != b""
 
 
 SIZES = ("n", "M", "M_val", "M_fresh", "grad_samples")

@@ -13,15 +13,13 @@ FLOOR = 8.0  # points
 
 
 @pytest.fixture(scope="module")
-def figures():
+def figures(pipeline):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg, _ = VI.parse_args(["--quick"])
-    results, made = VI.run(cfg, 1, {})
-    results["claims"] = {name: bool(test(results)) for name, (_, test) in VI.CLAIMS.items()}
+    cfg, results, made = pipeline
     specs = VI.figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
     drawn = {name: VI.draw_figure(*spec) for name, spec in specs.items()}
     for fig in drawn.values():

@@ -1,14 +1,12 @@
 """The built theory.pdf: its shape (answers on page 1, the main text within 9 pages, the whole
 within 16), page 1's numbers consistent with each other and with the run, every macro it uses
-generated (and every generated number used), the benchmarks it reads made on this run, and no
+generated (and every generated number used), the appendix it reads made on the same run, and no
 broken references.
 
 Built by `make pdf` (which CI runs before pytest). Without a PDF the tests skip locally, but
 fail in CI, where a missing PDF means the build is broken.
 """
 
-import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -23,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 THEORY, PLOTS = ROOT / "theory", ROOT / "plots"
 PDF, LOG, AUX = THEORY / "theory.pdf", THEORY / "theory.log", THEORY / "theory.aux"
-GENERATED = [PLOTS / name for name in ("results.tex", "seeds.tex", "routes.tex", "flow.tex")]
+GENERATED = [PLOTS / name for name in ("results.tex", "appendix.tex")]
 HEADLINES = [
     "emBigMeanDist",
     "emSmallTestLL",
@@ -148,43 +146,35 @@ def test_every_macro_the_write_up_uses_is_generated_and_every_number_is_used():
     latex_own = {"lVert", "rVert"}  # LaTeX's own camelCase commands that the write-up uses
     assert used - own - latex_own <= defined, sorted(used - own - latex_own - defined)
     quoted = set(re.findall(r"\\([A-Za-z]+)", source))
-    # (seeds.tex counts the seeds of every claim of VI.CLAIMS; the write-up quotes some by name)
+    # (the seed sweep's macros, seeds*, count the seeds of every claim of VI.CLAIMS; the write-up
+    # quotes some by name)
     unused = sorted(
         name
         for path in GENERATED
-        if path.name != "seeds.tex"
         for name in tex_macros(path)
-        if name not in quoted
+        if name not in quoted and not (path.name == "appendix.tex" and name.startswith("seeds"))
     )
     assert not unused, f"generated but never quoted: {unused}"
 
 
-def test_the_benchmarks_the_pdf_reads_were_made_on_this_run():
-    need(
-        [PLOTS / "results.json", PLOTS / "routes.json"],
-        "the pipeline run and bench/routes.py's output",
-    )
-    raw = (PLOTS / "results.json").read_bytes()
-    assert (
-        json.loads((PLOTS / "routes.json").read_text())["results_sha256"]
-        == hashlib.sha256(raw).hexdigest()
-    )
-
-
-def test_the_flow_record_was_made_on_this_data():
-    # bench/flow_record.json holds the flow's per-point test log-densities (the flow takes
-    # minutes to train); the comparison with the EBM is recomputed from this run, so only the data
-    # must match
+def test_the_appendix_the_pdf_reads_was_made_on_this_run():
+    # python VI.py --appendix writes results.json and appendix.json together: the seed sweep's
+    # seed 0 and the routes of this run's own models must be this run's results
     import VI
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    import peers
-
-    record = json.loads((ROOT / "bench" / "flow_record.json").read_text())
-    assert record["data_sha256"] == peers.fingerprint(VI.make_data(VI.Config()))
-    assert len(record["per_point"]) >= 5 and all(
-        len(r) == VI.Config().n for r in record["per_point"]
+    need(
+        [PLOTS / "results.json", PLOTS / "appendix.json"],
+        "the output of python VI.py --appendix",
     )
+    results = json.loads((PLOTS / "results.json").read_text())
+    appendix = json.loads((PLOTS / "appendix.json").read_text())
+    first = appendix["seeds"][0]
+    assert first["seed"] == results["config"]["seed"]
+    assert first["claims"] == results["claims"]
+    assert first == VI.seed_row(results)
+    assert len(appendix["seeds"]) == results["config"]["appendix_seeds"]
+    for route, model in (("truth", "truth"), ("fitted", "fitted")):
+        assert appendix["routes"][route]["restarts"] == results["ebm"][model]["restarts"], route
 
 
 def test_log_has_no_undefined_references_or_citations(built):
@@ -196,11 +186,23 @@ def test_log_has_no_undefined_references_or_citations(built):
 def test_the_seed_summary_orders_tied_picks_by_first_seed_not_by_hash():
     # two picks tied at 2 and four at 1: a set's order (Python's per-process string hashing)
     # matches the seeds' order in both groups with chance 1/48, so sorted(set(...)) fails this
-    spec = importlib.util.spec_from_file_location("seeds", ROOT / "bench" / "seeds.py")
-    seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seeds)
-    picks = ["tau=1, H=32", "tau=2, H=16", "tau=1, H=16", "tau=1, H=64", "tau=4, H=16",
-             "tau=1, H=16", "tau=8, H=64", "tau=1, H=32"]
-    assert seeds.by_count(picks) == [
-        ("tau=1, H=32", 2), ("tau=1, H=16", 2), ("tau=2, H=16", 1), ("tau=1, H=64", 1),
-        ("tau=4, H=16", 1), ("tau=8, H=64", 1)]
+    from theory.macros import by_count
+
+    picks = [
+        "tau=1, H=32",
+        "tau=2, H=16",
+        "tau=1, H=16",
+        "tau=1, H=64",
+        "tau=4, H=16",
+        "tau=1, H=16",
+        "tau=8, H=64",
+        "tau=1, H=32",
+    ]
+    assert by_count(picks) == [
+        ("tau=1, H=32", 2),
+        ("tau=1, H=16", 2),
+        ("tau=2, H=16", 1),
+        ("tau=1, H=64", 1),
+        ("tau=4, H=16", 1),
+        ("tau=8, H=64", 1),
+    ]

@@ -38,9 +38,14 @@ SECTION2_MACROS = (
 )
 CFG = VI.Config()
 P = dict(weights=CFG.kl_p_weights, means=CFG.kl_p_means, sds=CFG.kl_p_sds)  # the p of problem 2.2
-KL = VI.kl_experiment(P, CFG.kl_q, CFG.kl_grid, CFG.kl_starts)
 ring = gmm_em.ring
 log_evidence = lambda lj: gmm_em.posterior(lj)[0]
+
+
+@pytest.fixture(scope="module")
+def KL():
+    """Problem 2.2 at the default settings, computed once for the tests that read it."""
+    return VI.kl_experiment(P, CFG.kl_q, CFG.kl_grid, CFG.kl_starts)
 
 
 def points(rng, n, R):
@@ -214,7 +219,7 @@ def test_grid_kl_matches_the_gaussian_closed_form():
     assert abs(got - exact) < 1e-10
 
 
-def test_kl_pair_is_converged_and_strongly_asymmetric():
+def test_kl_pair_is_converged_and_strongly_asymmetric(KL):
     res = KL
     assert res["grid_delta"] < 1e-6  # halving the step does not move either KL
     lo, hi, step = CFG.kl_grid
@@ -226,7 +231,7 @@ def test_kl_pair_is_converged_and_strongly_asymmetric():
     assert res["kl_pq"] > 20 * res["kl_qp"] and res["kl_pq"] > 10
 
 
-def test_forward_kl_fit_is_moment_matching():
+def test_forward_kl_fit_is_moment_matching(KL):
     f = KL["forward"]
     # independent reference: p's mean and sd by quadrature on the grid
     lo, hi, step = CFG.kl_grid
@@ -238,7 +243,7 @@ def test_forward_kl_fit_is_moment_matching():
     assert abs(f["numeric_mu"] - f["mu"]) < 1e-5 and abs(f["numeric_sd"] - f["sd"]) < 1e-5
 
 
-def test_reverse_kl_has_one_optimum_per_mode_costing_minus_log_weight():
+def test_reverse_kl_has_one_optimum_per_mode_costing_minus_log_weight(KL):
     res = KL
     optima = res["reverse_optima"]
     assert len(optima) == len(P["means"])

@@ -309,13 +309,14 @@ def route_macros(appendix, exact_step, pcd):
     tex = dict(routeTrainStep=f"{exact_step:g}", pcdChains=str(pcd["chains"]),
                pcdSteps=str(pcd["mala_steps"]), pcdUpdates=str(pcd["updates"]),
                routeRows=route_rows(routes), tauRows=tau_rows(appendix["tau_sweep"]),
-               routeExactTestLL=f"{mean:.3f}", routeExactTestLLSD=f"{sd:.3f}", tauMax=f"{u['tau']:g}")
+               routeExactTestLL=f"{mean:.3f}", routeExactTestLLSD=f"{sd:.3f}",
+               tauMax=f"{u['tau']:g}")
     for name, c, words in (("TruthMinusExact", routes["truth"]["minus_exact"],
                             ("the importance-sampled gradient fits better",
                              "the exact gradient fits better", "no difference is detectable")),
                            ("PcdMinusFitted", routes["pcd"]["minus_fitted"],
-                            ("contrastive divergence fits better", "importance sampling fits better",
-                             "no difference is detectable"))):
+                            ("contrastive divergence fits better",
+                             "importance sampling fits better", "no difference is detectable"))):
         tex[f"route{name}"], tex[f"route{name}SE"] = f"{c['mean']:.3f}", f"{c['se']:.3f}"
         tex[f"route{name.replace('Minus', 'Versus')}"] = verdict(c, *words)
     tex.update(chosenMinusUninformed=f"{u['chosen_minus']['mean']:.3f}",
