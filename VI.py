@@ -31,7 +31,7 @@ PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's kernels: AVX2, also on AVX-512 machines
     "MKL_CBWR": "COMPATIBLE",  # torch's matrix products (MKL): one code path on every CPU vendor
     "OPENBLAS_CORETYPE": "Nehalem",  # numpy's matrix products: SSE4.2 kernels, as numpy requires
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's loops: no AVX-512
+    "NPY_DISABLE_CPU_FEATURES": None,  # numpy's loops: no AVX-512 (names: numpy_avx512)
 }
 THREADS = {  # one thread per process: a parallel sum's order follows the thread count, and a
     "OMP_NUM_THREADS": "1",  # fork after a thread pool has started can hang; the cores train
@@ -40,12 +40,26 @@ THREADS = {  # one thread per process: a parallel sum's order follows the thread
 }
 
 
+def numpy_avx512():
+    """numpy's names for its AVX-512 loops, read from its version without importing it: numpy
+    2.4 renamed them and 2.3 added one, and an unknown name is a warning at import."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        major, minor = (int(part) for part in version("numpy").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        major, minor = 2, 4
+    if (major, minor) >= (2, 4):
+        return "X86_V4 AVX512_ICL AVX512_SPR"
+    names = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
+    return names + " AVX512_SPR" * ((major, minor) >= (2, 3))
+
+
 def pin_numerics(argv):
     """Set PINS and THREADS, on x86-64 only (elsewhere the names mean nothing or warn), unless
     --native-numerics. Called when python VI.py runs, before numpy and torch load; importing
     VI changes nothing."""
     if platform.machine().lower() in ("x86_64", "amd64") and "--native-numerics" not in argv:
-        os.environ.update({**PINS, **THREADS})
+        os.environ.update({**PINS, "NPY_DISABLE_CPU_FEATURES": numpy_avx512(), **THREADS})
 
 
 if __name__ == "__main__":
@@ -71,6 +85,7 @@ from scipy.stats import multivariate_normal
 import ebm
 import gmm_em
 import kde
+from theory import macros
 
 # ---- the configuration: every setting, with its meaning; check() holds its rules ----------------
 
@@ -710,20 +725,26 @@ def draw_kl(axes, res, p, q, colors):
     log_p, log_q = mixture_1d_log_pdf(t, **p), normal_log_pdf(t, *q)
     axes[0].plot(t, np.exp(log_p), c=colors["true"], label="p")
     axes[0].plot(t, np.exp(log_q), c=colors["fit"], label=f"q = N({q[0]:g}, {q[1]:g}²)")
-    axes[0].set(xlabel="x", ylabel="density", ylim=(0, 0.8),
-                title=f"KL(p‖q) = {res['kl_pq']:.1f}, KL(q‖p) = {res['kl_qp']:.2f}")
+    axes[0].set(xlabel="x", ylabel="density", ylim=(0, 0.8), title="p and a narrow q")
+    # the two divergences under the legend, where p is low (its modes are under 0.3)
+    axes[0].text(0.97, 0.7, f"KL(p‖q) = {res['kl_pq']:.1f}\nKL(q‖p) = {res['kl_qp']:.2f}",
+                 transform=axes[0].transAxes, ha="right", va="top")
     axes[1].plot(t, np.exp(log_p) * (log_p - log_q), c=colors["kde"], label="p log(p/q)")
     axes[1].plot(t, np.exp(log_q) * (log_q - log_p), c=colors["ebm"], ls="--", label="q log(q/p)")
     axes[1].set(xlabel="x", ylabel="integrand (nats per unit x)", title="paid where q is absent")
     gaussian = lambda fit: np.exp(normal_log_pdf(t, fit["mu"], fit["sd"]))
-    axes[2].fill_between(t, np.exp(log_p), color=colors["grey"], alpha=0.4, label="p")
+    axes[2].fill_between(t, np.exp(log_p), color=colors["grey"], alpha=0.4)  # named in the title
     axes[2].plot(t, gaussian(res["forward"]), c=colors["kde"], lw=2, label="argmin KL(p‖q)")
-    for o in res["reverse_optima"]:
-        best = o == res["reverse_best"]
-        axes[2].plot(t, gaussian(o), c=colors["fit"], ls="-" if best else "--",
-                     label="argmin KL(q‖p)" if best else None)
-    axes[2].set(xlabel="x", ylabel="density", ylim=(0, 0.8), title="Gaussian fits to p")
-    for ax, where in zip(axes, ("upper right", "upper left", "upper left"), strict=True):
+    others = [o for o in res["reverse_optima"] if o != res["reverse_best"]]
+    axes[2].plot(t, gaussian(res["reverse_best"]), c=colors["fit"], label="argmin KL(q‖p)")
+    for i, o in enumerate(others):
+        axes[2].plot(t, gaussian(o), c=colors["fit"], ls="--",
+                     label="other local optima\nof KL(q‖p)" if i == 0 else None)
+    # head-room above the densities holds the legend (the fits' peaks at half the axis)
+    peak = max(gaussian(o).max() for o in res["reverse_optima"])
+    axes[2].set(xlabel="x", ylabel="density", ylim=(0, peak / 0.5),
+                title="Gaussian fits to p (grey)")
+    for ax, where in zip(axes, ("upper right", "upper left", "upper center"), strict=True):
         ax.legend(loc=where)
 
 
@@ -744,7 +765,9 @@ def draw_elbo_points(axes, data, radii, per_point, colors):
                 label="−log 2π − (‖x‖² + R²)/2")
         ax.set(xlabel="‖x‖ (distance from the centre)", ylabel="nats",
                title=f"R = {R:g}: mean gap of L(Unif) {np.mean(b['gap']):.2f}")
-    axes[0].legend(loc="lower left")
+    lo, hi = axes[1].get_ylim()  # head-room below the points at R = 1 holds the legend: the
+    axes[1].set_ylim(lo - 0.12 * (hi - lo), hi)  # points at R = 10 leave no corner free
+    axes[1].legend(loc="best")
 
 
 ELBO_K_LAYOUT = dict(height=2.3, widths=[1, 1], gap=0.8)
@@ -846,69 +869,17 @@ def render_figures(out, specs, workers):
     fork_map(render_figure, [(out, key, specs[key]) for key in sorted(specs, key=panels)], workers)
 
 
-# ============================================ Claims ============================================
-# Every run-dependent claim of the write-up, as a test of one run's results: the driver records
-# whether it holds (results.json), the text states it in words (theory/macros.py), and the
-# appendix's seed sweep counts the seeds where it holds.
-
-def _model(r, key):
-    return r["ebm"]["model"][key]
-
-
-CLAIMS = {  # name: (the claim as the seed sweep's table prints it (LaTeX), test)
-    "emRecovers": ("EM recovers the means at the large radius (error $<2\\times$ a labelled fit's)",
-                   lambda r: r["gmm"]["big"]["mean_dist"] < r["gmm"]["big"]["recover_threshold"]),
-    "emMisses": ("\\quad and misses them at the small radius",
-                 lambda r: r["gmm"]["small"]["mean_dist"]
-                 >= r["gmm"]["small"]["recover_threshold"]),
-    "kdeBeatsScott": ("the tuned KDE beats Scott's rule",
-                      lambda r: r["compare"]["test_ll"]["kde"]["mean"] > r["kde"]["scott_test_ll"]),
-    "ebmBeatsKde": ("the EBM beats the KDE (every restart, or beyond 2 s.e.)",
-                    lambda r: r["compare"]["ebm_minus_kde"]["holds"] == 1),
-    "fittedBeatsKde": ("\\quad so does the EBM of the oracle-free proposal",
-                       lambda r: r["compare"]["fitted_minus_kde"]["holds"] == 1),
-    "selectionByQuadrature": ("validation with $A$ by quadrature picks the same $(\\tau,H)$",
-                              lambda r: same_choice_by_quadrature(r["ebm"]["truth"])),
-    "restartsConverged": ("every restart stops by the convergence rule",
-                          lambda r: all(x["converged"] for k in ("truth", "fitted")
-                                        for x in r["ebm"][k]["restarts"])),
-    "boxCertified": ("every quadrature box holds all but $10^{-6}$ of its model's mass",
-                     lambda r: max_mass_outside(r) <= 1e-6),
-    "freshAgrees": ("fresh-sample IS $A$ within 3 s.e.\\ of quadrature",
-                    lambda r: abs(_model(r, "A_grid_minus_fresh")) < 3 * _model(r, "A_fresh_se")),
-    "trainOptimistic": ("training-sample IS overstates the test LL",
-                        lambda r: _model(r, "test_ll_train_is") > _model(r, "test_ll_grid")),
-    "gradAccurate": ("IS gradient within 5\\% of quadrature at the kept iterate",
-                     lambda r: _model(r, "gradient")[-1]["rel_err_train"] < 0.05),
-    "malaAgrees": ("MALA passes the mode-mass and KS tests ($p>0.01$)",
-                   lambda r: min(_model(r, "samples")[f"p_{k}"]
-                                 for k in ("modes", "radius", "angle")) > 0.01),
-    "boundsOrdered": ("$\\mathcal L_{\\mathrm{unif}}<\\mathcal L_{\\mathrm{post}}$ at both radii",
-                      lambda r: all(r["vi"]["elbo"][k]["unif"] < r["vi"]["elbo"][k]["post"]
-                                    for k in ("big", "small"))),
-}
-
-
-def same_choice_by_quadrature(route):
-    return max(route["candidates"], key=lambda c: c["val_ll_grid"])["rank"] == 0
-
-
-def max_mass_outside(r):
-    """The largest mass outside its certified quadrature box of any model whose A is reported."""
-    e = r["ebm"]
-    rows = [x for k in ("truth", "fitted") for x in e[k]["restarts"] + e[k]["candidates"]]
-    return max([x["mass_outside"] for x in rows] + [e["model"]["mass_outside"]])
-
 # ============================ The appendix: seeds, routes, every tau ==========================
 
 def appendix_tasks(cfg, results):
-    """The appendix's independent jobs, slow ones first: ("route", route, tau, H, restart) for
-    the exact-gradient and PCD routes at their route's choice and for the homework route at
-    every other tau, and ("seed", s) for the seed sweep (seed 0 is this run)."""
+    """The appendix's independent jobs, the longest first so that the cores finish together:
+    ("seed", s) for the seed sweep (seed 0 is this run), then ("route", route, tau, H, restart)
+    for the PCD and exact-gradient routes at their route's choice and the homework route at
+    every other tau."""
     e, restarts = results["ebm"], range(cfg.ebm_restarts)
-    tasks = [("route", route, e[key]["tau"], e[key]["hidden"], r)
-             for route, key in (("pcd", "fitted"), ("exact", "truth")) for r in restarts]
-    tasks += [("seed", s) for s in range(1, cfg.appendix_seeds)]
+    tasks = [("seed", s) for s in range(1, cfg.appendix_seeds)]
+    tasks += [("route", route, e[key]["tau"], e[key]["hidden"], r)
+              for route, key in (("pcd", "fitted"), ("exact", "truth")) for r in restarts]
     return tasks + [("route", "truth", t, e["truth"]["hidden"], r) for t in cfg.ebm_taus
                     if t != e["truth"]["tau"] for r in restarts]
 
@@ -1012,8 +983,7 @@ def dump(obj):
 
 def write_outputs(out, results, seconds, arrays, energy, appendix=None):
     """results.json (the same bytes for a seed), timings.json, the arrays ({file: {name: array}}),
-    the examined energy, appendix.json with --appendix; and the LaTeX macros of them if the
-    write-up (theory/macros.py) is beside this VI.py."""
+    the examined energy, appendix.json with --appendix, and the LaTeX macros of them."""
     for name, content in arrays.items():
         write_npz(os.path.join(out, name), content)
     atomic_write(os.path.join(out, "ebm_energy.pt"), lambda tmp: ebm.save_energy(energy, tmp))
@@ -1021,14 +991,10 @@ def write_outputs(out, results, seconds, arrays, energy, appendix=None):
     if appendix is not None:
         write_text(os.path.join(out, "appendix.json"), dump(appendix))
     write_text(os.path.join(out, "results.json"), dump(results))
-    try:
-        from theory import macros
-    except ImportError:
-        return
     write_text(os.path.join(out, "results.tex"),
                macros.macro_file(macros.macros_of(results), "python VI.py"))
     if appendix is not None:
-        tex = macros.appendix_macros(appendix, CLAIMS, ebm.EXACT_STEP, ebm.PCD)
+        tex = macros.appendix_macros(appendix, ebm.EXACT_STEP, ebm.PCD)
         write_text(os.path.join(out, "appendix.tex"),
                    macros.macro_file(tex, "python VI.py --appendix"))
 
@@ -1072,7 +1038,7 @@ def run(cfg, workers, seconds, say=print):
     results["compare"] = compare(log_densities)  # the fitted densities, point by point
     with clock(seconds, "vi", say):  # problems 2.2-2.4
         results["vi"], per_point = run_vi(data, cfg)
-    results["claims"] = {name: bool(test(results)) for name, (_, test) in CLAIMS.items()}
+    results["claims"] = macros.claims_of(results)
     results["config"] = json.loads(json.dumps(asdict(cfg)))
     return results, dict(data=data, models=models, per_point=per_point, log_densities=log_densities)
 

@@ -591,19 +591,26 @@ TRAINING_LAYOUT = dict(height=2.3, widths=[1, 1], gap=0.8)
 def draw_training(axes, model, route, truth, colors):
     """Problem 1.6: training of the examined model (left), the IS gradient measured (right)."""
     ax, h = axes[0], model["history"]
-    ax.plot(h["steps"], h["objective"], c=colors["fit"], label="objective (training set)")
+    ax.plot(h["steps"], h["objective"], c=colors["fit"], label="objective")
     ax.plot(h["steps"], h["val_ll"], c=colors["val"], label="validation LL")
-    ax.axhline(truth["train"], c=colors["fit"], ls=":", label="true density, training set")
-    ax.axhline(truth["val"], c=colors["val"], ls=":", label="true density, validation set")
+    ax.axhline(truth["train"], c=colors["fit"], ls=":")
+    ax.axhline(truth["val"], c=colors["val"], ls=":")
     best = route["restarts"][0]["best_iteration"]
-    ax.axvline(best, c=colors["grey"], lw=1, label=f"kept iterate {best}")
+    at_best = [np.interp(best, h["steps"], h[key]) for key in ("objective", "val_ll")]
+    ax.plot([best, best], at_best, "o", ms=5, mfc="none", c=colors["true"],
+            label=f"kept iterate {best}")
+    ax.plot([], [], ls=":", c=colors["grey"], label="true density")  # the dotted lines' entry
     top = max(max(h["objective"]), truth["train"], truth["val"])
-    below = next((s for s, v in zip(h["steps"], h["val_ll"]) if v >= top - 0.8), h["steps"][-1])
+    # from the kept iterate on, both curves on the axis; 0.8 nats below the top at least
+    late = [v for s, v in zip(h["steps"], h["val_ll"]) if s >= best]
+    low = min(top - 0.8, min(late, default=top) - 0.05)
+    below = next((s for s, v in zip(h["steps"], h["val_ll"]) if v >= low), h["steps"][-1])
     name = candidate_name(route["tau"], route["hidden"])
-    ax.set(ylim=(top - 0.8, top + 0.05), xlabel="L-BFGS iteration",
+    # head-room above every curve holds the legend
+    cut = f" (< {below}: below the axis)" if below > h["steps"][0] else ""
+    ax.set(ylim=(low, top + 0.4 * (top - low)), xlabel=f"L-BFGS iteration{cut}",
            ylabel="mean log-likelihood (nats)", title=f"training ({name})")
-    ax.text(0.02, 0.03, f"iterations < {below}: below the axis", transform=ax.transAxes)
-    ax.legend(loc="center right")
+    ax.legend(loc="upper center", ncol=2, handlelength=1.2, columnspacing=0.8)
     ax, g = axes[1], model["gradient"]
     x = np.arange(len(g))
     column = lambda key: [r[key] for r in g]
@@ -673,8 +680,8 @@ def draw_samples(axes, train, mala_x, exact_x, samples, colors):
     ax = axes[0]
     ax.scatter(*train.T, s=2, c=colors["grey"], alpha=0.6, label="data", rasterized=True)
     ax.scatter(*mala_x.T, s=2, c=colors["ebm"], alpha=0.4, label="MALA", rasterized=True)
+    # no legend: the points fill the panel; the caption names the colours (as the other panels')
     ax.set(title="samples from the EBM", xlabel="x₁", ylabel="x₂", aspect="equal")
-    ax.legend(loc="center", markerscale=4, handletextpad=0.1)
     ax, k = axes[1], np.arange(len(samples["masses"]))
     expected = np.array(samples["masses"]) * samples["chains"]
     ax.bar(k, expected, color=colors["grey"], alpha=0.6, label="model")
@@ -684,8 +691,11 @@ def draw_samples(axes, train, mala_x, exact_x, samples, colors):
     ax.legend(loc="upper right")
     ax, r_exact = axes[2], np.linalg.norm(exact_x, axis=1)
     bins = np.linspace(0, r_exact.max(), 40)
-    ax.hist(r_exact, bins, density=True, color=colors["grey"], alpha=0.6, label="exact draws")
-    ax.hist(np.linalg.norm(mala_x, axis=1), bins, density=True, histtype="step",
-            color=colors["ebm"], lw=1.5, label="MALA")
-    ax.set(xlabel="‖x‖", ylabel="density", title=f"radius: KS p = {samples['p_radius']:.2f}")
-    ax.legend(loc="upper left")
+    exact_h, _, _ = ax.hist(r_exact, bins, density=True, color=colors["grey"], alpha=0.6,
+                            label="exact draws")
+    mala_h, _, _ = ax.hist(np.linalg.norm(mala_x, axis=1), bins, density=True, histtype="step",
+                           color=colors["ebm"], lw=1.5, label="MALA")
+    top = max(exact_h.max(), mala_h.max())
+    ax.set(xlabel="‖x‖", ylabel="density", title=f"radius: KS p = {samples['p_radius']:.2f}",
+           ylim=(0, 1.45 * top))  # head-room above the bars holds the legend
+    ax.legend(loc="best")

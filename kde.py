@@ -139,7 +139,7 @@ def kde_experiment(x_train, x_val, x_test, grid):
     return res
 
 
-KDE_LAYOUT = dict(width=0.55 * 6.75, height=2.2, left=0.55)
+KDE_LAYOUT = dict(width=0.8 * 6.75, height=2.2, left=0.55, right=1.72)  # legend on the right
 
 
 def draw_kde(axes, res, colors):
@@ -155,4 +155,4 @@ def draw_kde(axes, res, colors):
     ax.set(xscale="log", ylim=(res["val_ll"] - 3.0, res["val_ll"] + 0.3),
            xlabel="σ (kernel variance)",
            ylabel="mean log-likelihood (nats)", title="choosing the kernel variance")
-    ax.legend(loc="lower center")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: the curves fill the axes

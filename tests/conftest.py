@@ -76,12 +76,11 @@ NO_FORK = (  # a platform without fork (Windows), simulated
 PROCESSES = {  # name: (arguments of python, environment changes)
     # two forked workers, and any warning is an error
     "dev": (["-X", "dev", "-W", "error", "VI.py", *ARGS, "--workers", "2"], {}),
-    # one worker, and MKL restricted to the AVX2 kernels another CPU would get (not a pin)
-    "one worker": (["VI.py", *ARGS, "--workers", "1"], {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
-    "no fork": (["-c", NO_FORK, *ARGS, "--workers", "2"], {}),
-    # without the pins: each library's own kernels, then torch's AVX2 ones
+    # fork removed, so one process does all the work, and MKL restricted to the AVX2 kernels
+    # another CPU would get (a choice the pins do not name)
+    "no fork": (["-c", NO_FORK, *ARGS, "--workers", "2"], {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+    # without the pins: each library's own kernels
     "native": (["VI.py", *ARGS, "--native-numerics"], {}),
-    "native avx2": (["VI.py", *ARGS, "--native-numerics"], {"ATEN_CPU_CAPABILITY": "avx2"}),
 }
 
 

@@ -146,8 +146,8 @@ def test_every_macro_the_write_up_uses_is_generated_and_every_number_is_used():
     latex_own = {"lVert", "rVert"}  # LaTeX's own camelCase commands that the write-up uses
     assert used - own - latex_own <= defined, sorted(used - own - latex_own - defined)
     quoted = set(re.findall(r"\\([A-Za-z]+)", source))
-    # (the seed sweep's macros, seeds*, count the seeds of every claim of VI.CLAIMS; the write-up
-    # quotes some by name)
+    # (the seed sweep's macros, seeds*, count the seeds of every claim of macros.CLAIMS; the
+    # write-up quotes some by name)
     unused = sorted(
         name
         for path in GENERATED

@@ -186,6 +186,65 @@ def format_macro(value, spec):
     return format(int(value) if spec == "d" else value, spec)
 
 
+# ---- the claims of the text -----------------------------------------------------------------
+# Every run-dependent claim of the write-up, as a test of one run's results: python VI.py
+# records whether each holds (results.json), the text states it in words (statements below),
+# and the appendix's seed sweep counts the seeds where it holds.
+
+def _model(r, key):
+    return r["ebm"]["model"][key]
+
+
+CLAIMS = {  # name: (the claim as the seed sweep's table prints it (LaTeX), test)
+    "emRecovers": ("EM recovers the means at the large radius (error $<2\\times$ a labelled fit's)",
+                   lambda r: r["gmm"]["big"]["mean_dist"] < r["gmm"]["big"]["recover_threshold"]),
+    "emMisses": ("\\quad and misses them at the small radius",
+                 lambda r: r["gmm"]["small"]["mean_dist"]
+                 >= r["gmm"]["small"]["recover_threshold"]),
+    "kdeBeatsScott": ("the tuned KDE beats Scott's rule",
+                      lambda r: r["compare"]["test_ll"]["kde"]["mean"] > r["kde"]["scott_test_ll"]),
+    "ebmBeatsKde": ("the EBM beats the KDE (every restart, or beyond 2 s.e.)",
+                    lambda r: r["compare"]["ebm_minus_kde"]["holds"] == 1),
+    "fittedBeatsKde": ("\\quad so does the EBM of the oracle-free proposal",
+                       lambda r: r["compare"]["fitted_minus_kde"]["holds"] == 1),
+    "selectionByQuadrature": ("validation with $A$ by quadrature picks the same $(\\tau,H)$",
+                              lambda r: same_choice_by_quadrature(r["ebm"]["truth"])),
+    "restartsConverged": ("every restart stops by the convergence rule",
+                          lambda r: all(x["converged"] for k in ("truth", "fitted")
+                                        for x in r["ebm"][k]["restarts"])),
+    "boxCertified": ("every quadrature box holds all but $10^{-6}$ of its model's mass",
+                     lambda r: max_mass_outside(r) <= 1e-6),
+    "freshAgrees": ("fresh-sample IS $A$ within 3 s.e.\\ of quadrature",
+                    lambda r: abs(_model(r, "A_grid_minus_fresh")) < 3 * _model(r, "A_fresh_se")),
+    "trainOptimistic": ("training-sample IS overstates the test LL",
+                        lambda r: _model(r, "test_ll_train_is") > _model(r, "test_ll_grid")),
+    "gradAccurate": ("IS gradient within 5\\% of quadrature at the kept iterate",
+                     lambda r: _model(r, "gradient")[-1]["rel_err_train"] < 0.05),
+    "malaAgrees": ("MALA passes the mode-mass and KS tests ($p>0.01$)",
+                   lambda r: min(_model(r, "samples")[f"p_{k}"]
+                                 for k in ("modes", "radius", "angle")) > 0.01),
+    "boundsOrdered": ("$\\mathcal L_{\\mathrm{unif}}<\\mathcal L_{\\mathrm{post}}$ at both radii",
+                      lambda r: all(r["vi"]["elbo"][k]["unif"] < r["vi"]["elbo"][k]["post"]
+                                    for k in ("big", "small"))),
+}
+
+
+def same_choice_by_quadrature(route):
+    return max(route["candidates"], key=lambda c: c["val_ll_grid"])["rank"] == 0
+
+
+def max_mass_outside(r):
+    """The largest mass outside its quadrature box of any model whose A is reported."""
+    e = r["ebm"]
+    rows = [x for k in ("truth", "fitted") for x in e[k]["restarts"] + e[k]["candidates"]]
+    return max([x["mass_outside"] for x in rows] + [e["model"]["mass_outside"]])
+
+
+def claims_of(results):
+    """{claim: whether it holds} for one run's results."""
+    return {name: bool(test(results)) for name, (_, test) in CLAIMS.items()}
+
+
 def candidate(tau, hidden):
     """The one LaTeX name of an EBM's (tau, H)."""
     return f"$\\tau={tau:g}$, $H={hidden}$"
@@ -330,6 +389,6 @@ def route_macros(appendix, exact_step, pcd):
     return tex
 
 
-def appendix_macros(appendix, claims, exact_step, pcd):
+def appendix_macros(appendix, exact_step, pcd):
     """Every macro of python VI.py --appendix (plots/appendix.tex)."""
-    return {**seed_macros(appendix["seeds"], claims), **route_macros(appendix, exact_step, pcd)}
+    return {**seed_macros(appendix["seeds"], CLAIMS), **route_macros(appendix, exact_step, pcd)}
