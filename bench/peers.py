@@ -273,13 +273,13 @@ def main(argv=None):
     plots = Path(args.plots)
     if not (plots / "results.json").is_file():
         sys.exit(f"peers.py: no {plots / 'results.json'}; run python VI.py first")
-    results = json.loads((plots / "results.json").read_text())
+    results = json.loads((plots / "results.json").read_text(encoding="utf-8"))
     cfg = VI.Config(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()}
     )
     data = VI.make_data(cfg)
     if args.from_record:
-        record = json.loads(Path(args.from_record).read_text())
+        record = json.loads(Path(args.from_record).read_text(encoding="utf-8"))
         if record["data_sha256"] != fingerprint(data):
             sys.exit(
                 f"peers.py: {args.from_record} was made on other data than {plots}; "
@@ -288,7 +288,10 @@ def main(argv=None):
     else:
         rows = kde_rows(cfg, data, args.repeats) + em_rows(cfg, data, args.repeats)
         record = flow_record(
-            cfg, data, json.loads((plots / "timings.json").read_text()), args.workers
+            cfg,
+            data,
+            json.loads((plots / "timings.json").read_text(encoding="utf-8")),
+            args.workers,
         )
         if args.record:
             VI.write_text(args.record, json.dumps(record) + "\n")

@@ -45,7 +45,9 @@ def pipeline(runs, extra=()):
     with tempfile.TemporaryDirectory() as out:
         for _ in range(runs):
             walls.append(wall([sys.executable, "VI.py", "--out", out, *extra], ROOT))
-            figures.append(json.loads((Path(out) / "timings.json").read_text())["figures"])
+            figures.append(
+                json.loads((Path(out) / "timings.json").read_text(encoding="utf-8"))["figures"]
+            )
     return walls, figures
 
 

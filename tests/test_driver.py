@@ -30,14 +30,14 @@ def test_quick_run_writes_every_promised_file(quick):
 
 
 def test_every_number_of_the_write_up_is_written_once(quick):
-    results = json.loads((quick / "results.json").read_text())
-    lines = (quick / "results.tex").read_text().splitlines()[1:]
+    results = json.loads((quick / "results.json").read_text(encoding="utf-8"))
+    lines = (quick / "results.tex").read_text(encoding="utf-8").splitlines()[1:]
     names = [line.split("}")[0].removeprefix("\\newcommand{\\") for line in lines]
     assert len(names) == len(set(names)) and set(macros.macros_of(results)) <= set(names)
 
 
 def test_a_result_the_write_up_needs_cannot_silently_go_missing(quick):
-    results = json.loads((quick / "results.json").read_text())
+    results = json.loads((quick / "results.json").read_text(encoding="utf-8"))
     del results["kde"]["sigma"]
     with pytest.raises(KeyError, match="kdeSigma"):
         macros.macros_of(results)
@@ -48,7 +48,7 @@ def test_saved_data_and_energy_reproduce_the_reported_likelihood(quick):
 
     import ebm
 
-    results = json.loads((quick / "results.json").read_text())
+    results = json.loads((quick / "results.json").read_text(encoding="utf-8"))
     energy, reported = (
         ebm.load_energy(quick / "ebm_energy.pt"),
         results["ebm"]["truth"]["restarts"][0],
@@ -69,7 +69,9 @@ def test_every_reported_model_has_a_certified_quadrature_box(quick):
     # every A quoted by quadrature comes with the mass outside its box, measured: at most 1e-6
     for path in (quick / "results.json", ROOT / "plots" / "results.json"):
         if path.exists():
-            assert macros.max_mass_outside(json.loads(path.read_text())) <= 1e-6, path
+            assert macros.max_mass_outside(json.loads(path.read_text(encoding="utf-8"))) <= 1e-6, (
+                path
+            )
 
 
 def test_no_figures_writes_the_numbers_only(pipeline, tmp_path):
@@ -166,7 +168,7 @@ def test_every_option_refuses_a_bad_value_in_one_line_before_anything_is_written
 
 def test_an_unwritable_output_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
+    blocker.write_text("not a folder", encoding="utf-8")
     status, err = main("--quick", "--out", blocker / "sub")
     assert status == 2 and err.startswith("VI.py: error:") and err.count("\n") == 1
 

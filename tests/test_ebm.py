@@ -309,6 +309,16 @@ def test_training_stops_at_the_first_scoring_where_the_plateau_is_long_enough(be
     ] * (len(run.steps) - best_scoring - 1) + [True]
 
 
+def test_a_run_ends_when_lbfgs_stops_itself():
+    # a gradient below L-BFGS's tolerance (here made huge) ends its step at once: the run is
+    # over, whatever its budget and its plateau
+    train, prop, score = small_problem()
+    run = ebm.new_run(ebm.Energy(4, 1.0, torch.Generator().manual_seed(16)), eval_every=10)
+    run.optimizer.param_groups[0]["tolerance_grad"] = 1e9
+    ebm.train(run, train, prop, score, 10**6)
+    assert run.converged and run.iterations == 0 and run.steps == [0, 0]
+
+
 def test_successive_halving_keeps_the_best_third_and_ranks_every_candidate():
     quality = dict(zip("abcdefghi", [3, 9, 1, 7, 5, 8, 2, 6, 4], strict=True))  # b > f > d > h
     runs = {name: ebm.Run(None, None) for name in quality}

@@ -49,13 +49,13 @@ def texts(fig):
 
 
 def test_every_figure_of_the_write_up_is_drawn(figures):
-    source = "".join(p.read_text() for p in (ROOT / "theory").glob("*.tex"))
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "theory").glob("*.tex"))
     included = set(re.findall(r"\\includegraphics(?:\[[^]]*\])?\{(\w+)\}", source))
     assert included == set(figures)
 
 
 def test_the_write_up_prints_every_figure_at_its_own_size(figures):
-    source = "".join(p.read_text() for p in (ROOT / "theory").glob("*.tex"))
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "theory").glob("*.tex"))
     assert not re.search(r"\\includegraphics\[", source), (
         "a figure scaled by LaTeX changes its font sizes"
     )

@@ -18,7 +18,7 @@ def test_a_kernel_choice_the_pins_do_not_name_changes_no_byte(processes):
 
 def has_avx512():
     cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.exists() and " avx512f" in cpuinfo.read_text()
+    return cpuinfo.exists() and " avx512f" in cpuinfo.read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(

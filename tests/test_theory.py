@@ -53,7 +53,7 @@ def need(paths, what):
 
 def tex_macros(path):
     """{name: text} of the \\newcommand lines of a generated macro file."""
-    return dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}", path.read_text()))
+    return dict(re.findall(r"\\newcommand\{\\(\w+)\}\{(.*)\}", path.read_text(encoding="utf-8")))
 
 
 def pdftotext(*args):
@@ -78,7 +78,9 @@ def test_the_main_text_fits_in_9_pages_and_the_whole_in_16(built):
     info = subprocess.run(["pdfinfo", str(PDF)], capture_output=True, text=True, check=True).stdout
     pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
     main_end = int(
-        re.search(r"\\newlabel\{mainend\}\{\{[^}]*\}\{(\d+)\}", AUX.read_text()).group(1)
+        re.search(
+            r"\\newlabel\{mainend\}\{\{[^}]*\}\{(\d+)\}", AUX.read_text(encoding="utf-8")
+        ).group(1)
     )
     assert main_end <= 9 and pages <= 16, (main_end, pages)
     assert pages > main_end  # the appendix follows
@@ -138,7 +140,7 @@ def test_every_macro_the_write_up_uses_is_generated_and_every_number_is_used():
     # (or a LaTeX error); a generated number nobody quotes is dead weight
     need(GENERATED, "the generated macro files")
     defined = {name for path in GENERATED for name in tex_macros(path)}
-    source = "".join(p.read_text() for p in THEORY.glob("*.tex"))
+    source = "".join(p.read_text(encoding="utf-8") for p in THEORY.glob("*.tex"))
     own = set(
         re.findall(r"\\(?:newcommand|DeclareMathOperator\*?|renewcommand)\{\\(\w+)\}", source)
     )
@@ -166,8 +168,8 @@ def test_the_appendix_the_pdf_reads_was_made_on_this_run():
         [PLOTS / "results.json", PLOTS / "appendix.json"],
         "the output of python VI.py --appendix",
     )
-    results = json.loads((PLOTS / "results.json").read_text())
-    appendix = json.loads((PLOTS / "appendix.json").read_text())
+    results = json.loads((PLOTS / "results.json").read_text(encoding="utf-8"))
+    appendix = json.loads((PLOTS / "appendix.json").read_text(encoding="utf-8"))
     first = appendix["seeds"][0]
     assert first["seed"] == results["config"]["seed"]
     assert first["claims"] == results["claims"]

@@ -339,12 +339,12 @@ def test_quick_run_has_every_section2_figure_and_macro(quick):
     for name in SECTION2_FIGURES:
         for ext in ("pdf", "png"):
             assert (quick / f"{name}.{ext}").stat().st_size > 1000, name
-    results = json.loads((quick / "results.json").read_text())
+    results = json.loads((quick / "results.json").read_text(encoding="utf-8"))
     from theory import macros as write_up
 
     macros = write_up.macros_of(results)
     assert set(SECTION2_MACROS) <= set(macros)
-    tex = (quick / "results.tex").read_text()
+    tex = (quick / "results.tex").read_text(encoding="utf-8")
     assert all(f"\\newcommand{{\\{name}}}" in tex for name in SECTION2_MACROS)
     num = lambda name: float(macros[name])
     # the same quantity reached two ways: rounding (3 decimals) is the only difference

@@ -74,8 +74,10 @@ def raw_literal(source, path):
     except SyntaxError:
         same = False
     if not same:
-        raise ValueError(f"{path} cannot be embedded verbatim as r'''...''' (it contains ''' "
-                         "or ends in a backslash or a quote)")
+        raise ValueError(
+            f"{path} cannot be embedded verbatim as r'''...''' (it contains ''' "
+            "or ends in a backslash or a quote)"
+        )
     return literal
 
 
@@ -88,8 +90,8 @@ def answer_table(docstring):
     text = " ".join(paragraph.split()).partition(":")[2]
     row = re.compile(r"(\d+\.\d+(?:-\d+\.\d+)?) (this file|[\w/]+\.py) \(([^()]*)\)")
     rows = list(row.finditer(text))
-    gaps = [text[a.end():b.start()] for a, b in zip(rows, rows[1:])]
-    if not rows or text[:rows[0].start()].strip() or any(g.strip() != ";" for g in gaps):
+    gaps = [text[a.end() : b.start()] for a, b in zip(rows, rows[1:])]
+    if not rows or text[: rows[0].start()].strip() or any(g.strip() != ";" for g in gaps):
         raise ValueError(f"cannot read the table of VI.py's paragraph {WHERE!r}: {text!r}")
     module_of = {path: name for name, path in MODULES}
     width = max(len(m.group(2)) for m in rows)
@@ -102,13 +104,24 @@ def answer_table(docstring):
             where = f"embedded module {module_of[path]}"
         else:
             raise ValueError(f"VI.py's docstring names {path}, which the bundle does not carry")
-        lines += textwrap.wrap(f"{problems:<8} {path:<{width}} -> {where}: {names}", 96,
-                               initial_indent="#   ", subsequent_indent="#" + " " * 15)
+        lines += textwrap.wrap(
+            f"{problems:<8} {path:<{width}} -> {where}: {names}",
+            96,
+            initial_indent="#   ",
+            subsequent_indent="#" + " " * 15,
+        )
     lines += textwrap.wrap(
-        "Also embedded: " + ", ".join(f"{path} as module {name}" for name, path in MODULES
-                                      if path not in {m.group(2) for m in rows})
+        "Also embedded: "
+        + ", ".join(
+            f"{path} as module {name}"
+            for name, path in MODULES
+            if path not in {m.group(2) for m in rows}
+        )
         + ". Each module is embedded below, verbatim, as _install(name, path, source).",
-        96, initial_indent="# ", subsequent_indent="# ")
+        96,
+        initial_indent="# ",
+        subsequent_indent="# ",
+    )
     return "".join(line + "\n" for line in lines) + "\n"
 
 
@@ -121,11 +134,15 @@ def split_opening(vi):
         raise ValueError(f"VI.py has no line that starts {SPLIT!r}")
     opening = ast.parse("".join(lines[:split]))
     first = opening.body[0] if opening.body else None
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-            and isinstance(first.value.value, str)):
+    if not (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
         raise ValueError("VI.py does not open with a docstring")
     pins = any(
-        isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+        isinstance(node, ast.If)
+        and "__main__" in ast.unparse(node.test)
         and "pin_numerics(" in ast.unparse(node)
         for node in opening.body
     )
@@ -137,8 +154,10 @@ def split_opening(vi):
             imported.add((node.module or "").split(".")[0])
     early = imported & ({"numpy", "torch", "scipy", "matplotlib"} | {n for n, _ in MODULES})
     if not pins or early:
-        raise ValueError(f"VI.py's opening, before {SPLIT!r}, must call pin_numerics under "
-                         f"__main__ and import no numerical library (imports: {sorted(early)})")
+        raise ValueError(
+            f"VI.py's opening, before {SPLIT!r}, must call pin_numerics under "
+            f"__main__ and import no numerical library (imports: {sorted(early)})"
+        )
     doc_end = first.end_lineno
     return "".join(lines[:doc_end]), "".join(lines[doc_end:split]), "".join(lines[split:])
 
@@ -148,8 +167,7 @@ def bundled_vi():
     vi = read("VI.py")
     docstring, opening, code = split_opening(vi)
     sources = {path: read(path) for _, path in MODULES}
-    parts = [docstring, "\n", answer_table(ast.get_docstring(ast.parse(vi))), opening,
-             LOADER]
+    parts = [docstring, "\n", answer_table(ast.get_docstring(ast.parse(vi))), opening, LOADER]
     for name, path in MODULES:
         parts.append(f"_install({name!r}, {path!r}, {raw_literal(sources[path], path)})\n\n")
     parts.append(f"{VI_CODE}\n{code}")
