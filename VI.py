@@ -67,14 +67,13 @@ if __name__ == "__main__":
 
 import argparse
 import contextlib
+import functools
 import json
 import math
-import multiprocessing
 import tempfile
-import threading
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -85,7 +84,9 @@ from scipy.stats import multivariate_normal
 import ebm
 import gmm_em
 import kde
-from theory import macros
+from theory import figures, macros
+from tools import cli, outputs
+from tools.processes import fork_map
 
 # ---- the configuration: every setting, with its meaning; check() holds its rules ----------------
 
@@ -178,60 +179,14 @@ RELATIONS = [  # rules that tie settings together, with the message that names w
 ]
 
 
-def option(name):
-    return "--" + name.replace("_", "-")
-
-
 def check(cfg):
-    """Raise ValueError, naming the option, if cfg cannot be run: every value finite, every list
-    non-empty, every size and scale positive (or at least its AT_LEAST), and the RELATIONS."""
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        values = value if isinstance(value, tuple) else (value,)
-        shown, least = ",".join(map(str, values)), AT_LEAST.get(f.name)
-        if not values or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{option(f.name)} must be finite and given (got {shown!r})")
-        if f.name in ANY:
-            continue
-        if least is not None and min(values) < least:
-            raise ValueError(f"{option(f.name)} must be at least {least} (got {shown!r})")
-        if least is None and min(values) <= 0:
-            raise ValueError(f"{option(f.name)} must be positive (got {shown!r})")
-    for test, words in RELATIONS:
-        if not test(cfg):
-            raise ValueError(words)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like every other refusal here
-        self.exit(2, f"VI.py: error: {message}\n")
-
-
-def list_of(kind):
-    def parse(text):
-        try:
-            return tuple(kind(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, "
-                                             f"got {text!r}") from None
-    parse.__name__ = f"list of {kind.__name__}"
-    return parse
-
-
-def negative_values_joined(argv):
-    """--kl-q -6,0.6 as --kl-q=-6,0.6: argparse takes a value that starts with a minus sign
-    for an option of its own."""
-    out = list(argv)
-    for i in range(len(out) - 1, 0, -1):
-        if out[i - 1].startswith("--") and "=" not in out[i - 1] and out[i][:1] == "-" \
-                and out[i][1:2] in set("0123456789.") | {"i", "n"}:
-            out[i - 1:i + 1] = [f"{out[i - 1]}={out[i]}"]
-    return out
+    """Raise ValueError, naming the option to change, if cfg cannot be run."""
+    cli.check(cfg, AT_LEAST, ANY, RELATIONS)
 
 
 def parse_args(argv):
     """(Config, the run's own options) from the command line; every Config field is an option."""
-    p = OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+    p = cli.OneLineParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="plots", help="output folder (default: plots)")
     p.add_argument("--quick", action="store_true", help="small settings: a smoke run in seconds")
@@ -242,16 +197,11 @@ def parse_args(argv):
                    help="processes for independent models (Linux only; the results do not vary)")
     p.add_argument("--native-numerics", action="store_true", help="leave each library's CPU "
                    "kernels and threads to itself (then not bit-identical across machines)")
-    for f in fields(Config):
-        listed = isinstance(f.default, tuple)
-        shown = ",".join(map(str, f.default)) if listed else f.default
-        kind = list_of(type(f.default[0])) if listed else type(f.default)
-        p.add_argument(option(f.name), type=kind, help=f"{f.metadata['doc']} (default {shown})")
-    args = p.parse_args(negative_values_joined(argv))
+    cli.add_fields(p, Config)
+    args = p.parse_args(cli.negative_values_joined(argv))
     if args.workers < 1:
         p.error(f"--workers must be positive (got {args.workers})")
-    given = {f.name: v for f in fields(Config) if (v := getattr(args, f.name)) is not None}
-    return replace(Config(**(QUICK if args.quick else {})), **given), args
+    return replace(Config(**(QUICK if args.quick else {})), **cli.given_fields(args, Config)), args
 
 
 # ---- randomness: each use draws from its own stream, keyed by name, so changing one size never
@@ -301,38 +251,6 @@ def mean_se(values):
 
 def tensor(a):
     return torch.as_tensor(a, dtype=torch.float32)
-
-
-# ---- processes: forked workers where that is safe, else the same work in this process ---------
-
-def can_fork():
-    """fork is safe only on Linux and from a process with one thread: a thread that holds a lock
-    at the fork (a BLAS pool, a pickling helper) would hold it forever in the child."""
-    tasks = "/proc/self/task"
-    return (sys.platform == "linux" and hasattr(os, "fork")
-            and threading.active_count() == 1 and os.path.isdir(tasks)
-            and len(os.listdir(tasks)) == 1)
-
-
-def fork_map(fn, items, workers):
-    """[fn(item) for item in items], in `workers` forked processes where can_fork(), else here.
-    fn may be a closure (the children inherit it); items and results must be plain numbers and
-    arrays. Each item is computed by one single-threaded process either way, so the results are
-    the same bytes for any number of workers."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1 or not can_fork():
-        return [fn(item) for item in items]
-    global _JOB
-    _JOB = fn
-    try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(items))) as pool:
-            return pool.map(_run_job, items, chunksize=1)
-    finally:
-        _JOB = None
-
-
-def _run_job(item):  # in a forked child: _JOB is fork_map's fn, inherited from the parent
-    return _JOB(item)
 
 
 # =============================== Section 1: generative models ================================
@@ -674,150 +592,6 @@ def run_vi(data, cfg):
 
 
 # ============================================ Figures ============================================
-# Each figure is drawn at the size theory.pdf prints it (the text is TEXT_WIDTH inches wide), so
-# the fonts set once in STYLE are the printed sizes. Each draw function (here, in gmm_em, kde
-# and ebm) has its LAYOUT beside it. Okabe-Ito colours, safe for colour-blind readers.
-
-TEXT_WIDTH = 6.75  # inches: US letter less two 2.2 cm margins (theory.tex's geometry)
-STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8,
-         "ytick.labelsize": 8, "legend.fontsize": 8, "legend.borderaxespad": 0.3,
-         "legend.handlelength": 1.6, "lines.markersize": 4, "axes.titlepad": 4}
-COLORS = {"true": "#000000", "fit": "#D55E00", "kde": "#0072B2", "ebm": "#009E73", "val": "#0072B2",
-          "test": "#E69F00", "other": "#CC79A7", "grey": "#999999"}
-MARGINS = dict(left=0.7, right=0.1, bottom=0.42, top=0.25, gap=0.75)  # inches
-SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def decade_label(v, _pos=None):
-    """A decade tick as plain text, 0.01 ... 1000 or 10⁻⁵: matplotlib's default $10^{-5}$ goes
-    through its TeX-like parser, which costs more than the rest of a figure."""
-    e = int(round(np.log10(v)))
-    return f"{v:g}" if -2 <= e <= 3 else "10" + str(e).translate(SUPERSCRIPT)
-
-
-def draw_figure(layout, draw, args):
-    """A row of panels (layout: height, width, relative widths, MARGINS; inches) drawn on by
-    draw(axes, *args, COLORS), each log axis with five plain-text decades at most."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-    plt.rcParams.update(STYLE)
-    m, w, h = {**MARGINS, **layout}, layout.get("width", TEXT_WIDTH), layout["height"]
-    widths = layout.get("widths", [1])
-    fig, axes = plt.subplots(1, len(widths), figsize=(w, h), squeeze=False, width_ratios=widths)
-    panel = (w - m["left"] - m["right"] - m["gap"] * (len(widths) - 1)) / len(widths)
-    fig.subplots_adjust(left=m["left"] / w, right=1 - m["right"] / w, bottom=m["bottom"] / h,
-                        top=1 - m["top"] / h, wspace=m["gap"] / panel)  # constrained layout: slow
-    draw(axes.ravel(), *args, COLORS)
-    for axis in (a for ax in axes.ravel() for a in (ax.xaxis, ax.yaxis) if a.get_scale() == "log"):
-        axis.set_major_locator(LogLocator(numticks=5)), axis.set_minor_locator(NullLocator())
-        axis.set_major_formatter(FuncFormatter(decade_label))
-    return fig
-
-
-KL_LAYOUT = dict(height=2.25, widths=[1, 1, 1], left=0.52, gap=0.6)
-
-
-def draw_kl(axes, res, p, q, colors):
-    """Problem 2.2: p and a narrow q (left), the two KL integrands (middle), Gaussian fits."""
-    t = np.linspace(-11, 11, 1101)
-    log_p, log_q = mixture_1d_log_pdf(t, **p), normal_log_pdf(t, *q)
-    axes[0].plot(t, np.exp(log_p), c=colors["true"], label="p")
-    axes[0].plot(t, np.exp(log_q), c=colors["fit"], label=f"q = N({q[0]:g}, {q[1]:g}²)")
-    axes[0].set(xlabel="x", ylabel="density", ylim=(0, 0.8), title="p and a narrow q")
-    # the two divergences under the legend, where p is low (its modes are under 0.3)
-    axes[0].text(0.97, 0.7, f"KL(p‖q) = {res['kl_pq']:.1f}\nKL(q‖p) = {res['kl_qp']:.2f}",
-                 transform=axes[0].transAxes, ha="right", va="top")
-    axes[1].plot(t, np.exp(log_p) * (log_p - log_q), c=colors["kde"], label="p log(p/q)")
-    axes[1].plot(t, np.exp(log_q) * (log_q - log_p), c=colors["ebm"], ls="--", label="q log(q/p)")
-    axes[1].set(xlabel="x", ylabel="integrand (nats per unit x)", title="paid where q is absent")
-    gaussian = lambda fit: np.exp(normal_log_pdf(t, fit["mu"], fit["sd"]))
-    axes[2].fill_between(t, np.exp(log_p), color=colors["grey"], alpha=0.4)  # named in the title
-    axes[2].plot(t, gaussian(res["forward"]), c=colors["kde"], lw=2, label="argmin KL(p‖q)")
-    others = [o for o in res["reverse_optima"] if o != res["reverse_best"]]
-    axes[2].plot(t, gaussian(res["reverse_best"]), c=colors["fit"], label="argmin KL(q‖p)")
-    for i, o in enumerate(others):
-        axes[2].plot(t, gaussian(o), c=colors["fit"], ls="--",
-                     label="other local optima\nof KL(q‖p)" if i == 0 else None)
-    # head-room above the densities holds the legend (the fits' peaks at half the axis)
-    peak = max(gaussian(o).max() for o in res["reverse_optima"])
-    axes[2].set(xlabel="x", ylabel="density", ylim=(0, peak / 0.5),
-                title="Gaussian fits to p (grey)")
-    for ax, where in zip(axes, ("upper right", "upper left", "upper center"), strict=True):
-        ax.legend(loc=where)
-
-
-ELBO_POINTS_LAYOUT = dict(height=2.3, widths=[1, 1], left=0.62, gap=0.7)
-
-
-def draw_elbo_points(axes, data, radii, per_point, colors):
-    """Problem 2.3: per test point, log p and both bounds against the distance from the centre."""
-    for ax, R, x, b in zip(axes, radii, (data["test"], data["test_small"]),
-                           (per_point["big"], per_point["small"]), strict=True):
-        r = np.linalg.norm(x, axis=1)
-        grid = np.linspace(0, r.max() * 1.02, 200)
-        ax.scatter(r, b["log_p"], s=3, c=colors["true"], label="log p(x)", rasterized=True)
-        ax.scatter(r, b["post"], s=12, marker="+", lw=0.6, c=colors["kde"], label="L(posterior)",
-                   rasterized=True)
-        ax.scatter(r, b["unif"], s=3, c=colors["fit"], label="L(Unif)", rasterized=True)
-        ax.plot(grid, elbo_uniform_ring(np.c_[grid, 0 * grid], R), c=colors["grey"], lw=1,
-                label="−log 2π − (‖x‖² + R²)/2")
-        ax.set(xlabel="‖x‖ (distance from the centre)", ylabel="nats",
-               title=f"R = {R:g}: mean gap of L(Unif) {np.mean(b['gap']):.2f}")
-    lo, hi = axes[1].get_ylim()  # head-room below the points at R = 1 holds the legend: the
-    axes[1].set_ylim(lo - 0.12 * (hi - lo), hi)  # points at R = 10 leave no corner free
-    axes[1].legend(loc="best")
-
-
-ELBO_K_LAYOUT = dict(height=2.3, widths=[1, 1], gap=0.8)
-
-
-def draw_elbo_K(axes, res, colors):
-    """Problem 2.4: the bounds against K on fixed points (left), the ring limit reached (right)."""
-    K, ax = np.array(res["K"]), axes[0]
-    ax.plot(K, res["log_p"], "o", mfc="none", c=colors["true"], label="log p_K(x)")
-    ax.plot(K, res["post"], "+", c=colors["kde"], label="L(posterior)")
-    ax.plot(K, res["unif"], "s", ms=3, c=colors["fit"], label="L(Unif)")
-    ax.axhline(res["sweep_ring_log_p"], c=colors["kde"], ls=":", label="K = ∞: ring density")
-    ax.axhline(res["sweep_unif_limit"], c=colors["fit"], ls=":", label="−log 2π − (‖x‖² + R²)/2")
-    ax.set(xscale="log", xlabel="K (components on the ring)",
-           ylabel=f"mean over {res['points']} points (nats)",
-           title=f"R = {res['R']:g}: L(Unif) is flat in K")
-    ax.legend(loc="center right")
-    for err, c, style, R in ((res["ring_err"], colors["true"], "o-", res["R"]),
-                             (res["ring_err_small"], colors["other"], "s--", res["R_small"])):
-        # exact zeros (log p_K equal to the limit in floating point) drawn at the floor 1e-17
-        axes[1].plot(K, np.maximum(err, 1e-17), style, ms=3, c=c, label=f"R = {R:g}")
-    axes[1].set(xscale="log", yscale="log", xlabel="K (components on the ring)",
-                ylabel="maxᵢ |log p_K(xᵢ) − limit| (nats)", title="log p_K reaches the ring limit")
-    axes[1].legend(loc="upper right")
-
-
-IWAE_LAYOUT = dict(height=2.3, widths=[1, 1], left=0.6)
-
-
-def draw_iwae(axes, res, colors):
-    """Beyond the homework: the importance-weighted bound of the uniform q against k."""
-    r, ax = res["big"], axes[0]
-    ax.errorbar(r["k"], r["L"], yerr=2 * np.array(r["se"]), fmt="o-", ms=3, c=colors["fit"],
-                label="Lₖ (± 2 s.e.)")
-    ax.axhline(r["log_p"], c=colors["true"], ls=":", label="log p(x)")
-    ax.plot([1], [r["elbo"]], "x", ms=8, c=colors["kde"], label="L(Unif), closed form")
-    ax.set(xscale="log", xlabel="k (importance samples)",
-           ylabel=f"mean over {r['points']} points (nats)",
-           title=f"R = {r['R']:g}: L₁ = L(Unif) ≤ Lₖ ↑ log p")
-    ax.legend(loc="lower right")
-    for r, c, m in ((res["big"], colors["fit"], "o"), (res["small"], colors["other"], "s")):
-        k, gap, se = np.array(r["k"]), r["log_p"] - np.array(r["L"]), 2 * np.array(r["se"])
-        ok = gap > 0  # a Monte Carlo estimate can cross log p once the gap is below its noise
-        axes[1].errorbar(k[ok], gap[ok], yerr=se[ok], fmt=m, ms=3, c=c, label=f"R = {r['R']:g}")
-        axes[1].plot(k, r["gap_coef"] / k, c=c, lw=1, ls="--")
-    axes[1].set(xscale="log", yscale="log", xlabel="k (importance samples)",
-                ylabel="log p − Lₖ (nats)", title="gap; dashed: Var(w)/(2k p²), for large k")
-    axes[1].legend(loc="lower left")
-
-
 def density_maps(cfg, data, kde_sigma, energy, A, num=128):
     """log-densities of the true mixture, the KDE and the EBM on the square plotting grid."""
     axis = np.linspace(-(cfg.R + 4), cfg.R + 4, num)
@@ -833,40 +607,24 @@ def figure_specs(cfg, data, results, models, per_point):
     lines = {k: float(gmm_em.log_prob(data[k], *truth).mean()) for k in ("train", "val")}
     maps = density_maps(cfg, data, results["kde"]["sigma"], models["truth"]["energy"],
                         e["truth"]["restarts"][0]["A"])
-    p = dict(weights=cfg.kl_p_weights, means=cfg.kl_p_means, sds=cfg.kl_p_sds)
+    log_p = functools.partial(mixture_1d_log_pdf, weights=cfg.kl_p_weights, means=cfg.kl_p_means,
+                              sds=cfg.kl_p_sds)  # a worker gets it pickled: no lambda
     samples = (data["train"], models["samples"]["mala"], models["samples"]["exact"],
                e["model"]["samples"])
+    f = figures
     return dict(
         em=(gmm_em.EM_LAYOUT, gmm_em.draw_em,
             (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
-        kde=(kde.KDE_LAYOUT, kde.draw_kde, (results["kde"],)),
-        ebm_training=(ebm.TRAINING_LAYOUT, ebm.draw_training, (e["model"], e["truth"], lines)),
-        ebm_density=(ebm.DENSITY_LAYOUT, ebm.draw_density, (maps,)),
-        ebm_selection=(ebm.SELECTION_LAYOUT, ebm.draw_selection, (e["truth"],)),
-        ebm_samples=(ebm.SAMPLES_LAYOUT, ebm.draw_samples, samples),
-        kl=(KL_LAYOUT, draw_kl, (vi["kl"], p, cfg.kl_q)),
-        elbo_points=(ELBO_POINTS_LAYOUT, draw_elbo_points, (data, (cfg.R, cfg.R_small), per_point)),
-        elbo_K=(ELBO_K_LAYOUT, draw_elbo_K, (vi["limit"],)),
-        iwae=(IWAE_LAYOUT, draw_iwae, (vi["iwae"],)))
-
-
-def render_figure(job):
-    """Draw one figure from its spec; save it as vector PDF (for theory.pdf) and PNG."""
-    import matplotlib.pyplot as plt
-    out, name, spec = job
-    fig = draw_figure(*spec)
-    for ext, options in (("pdf", {}), ("png", {"pil_kwargs": {"compress_level": 1}})):
-        save = lambda tmp, ext=ext, kw=options: fig.savefig(tmp, format=ext, dpi=150, **kw)
-        atomic_write(os.path.join(out, f"{name}.{ext}"), save)
-    plt.close(fig)
-
-
-def render_figures(out, specs, workers):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401  (loaded once, before any fork)
-    panels = lambda name: -len(specs[name][0].get("widths", [1]))  # the slow figures first
-    fork_map(render_figure, [(out, key, specs[key]) for key in sorted(specs, key=panels)], workers)
+        kde=(f.KDE_LAYOUT, f.draw_kde, (results["kde"],)),
+        ebm_training=(f.TRAINING_LAYOUT, f.draw_training, (e["model"], e["truth"], lines)),
+        ebm_density=(f.DENSITY_LAYOUT, f.draw_density, (maps,)),
+        ebm_selection=(f.SELECTION_LAYOUT, f.draw_selection, (e["truth"],)),
+        ebm_samples=(f.SAMPLES_LAYOUT, f.draw_samples, samples),
+        kl=(f.KL_LAYOUT, f.draw_kl, (vi["kl"], log_p, normal_log_pdf, cfg.kl_q)),
+        elbo_points=(f.ELBO_POINTS_LAYOUT, f.draw_elbo_points,
+                     (data, (cfg.R, cfg.R_small), per_point, elbo_uniform_ring)),
+        elbo_K=(f.ELBO_K_LAYOUT, f.draw_elbo_K, (vi["limit"],)),
+        iwae=(f.IWAE_LAYOUT, f.draw_iwae, (vi["iwae"],)))
 
 
 # ============================ The appendix: seeds, routes, every tau ==========================
@@ -946,56 +704,22 @@ def run_appendix(cfg, results, log_densities, data, workers):
 
 # ============================================ Outputs ============================================
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename over path: readers see the old file or the new one."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=f".{name}.",
-                               suffix=os.path.splitext(name)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 would outlive the rename
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
-def write_npz(path, arrays):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    atomic_write(path, write)
-
-
-def dump(obj):
-    return json.dumps(obj, indent=1, sort_keys=True) + "\n"
-
-
 def write_outputs(out, results, seconds, arrays, energy, appendix=None):
     """results.json (the same bytes for a seed), timings.json, the arrays ({file: {name: array}}),
     the examined energy, appendix.json with --appendix, and the LaTeX macros of them."""
     for name, content in arrays.items():
-        write_npz(os.path.join(out, name), content)
-    atomic_write(os.path.join(out, "ebm_energy.pt"), lambda tmp: ebm.save_energy(energy, tmp))
-    write_text(os.path.join(out, "timings.json"), dump(seconds))
+        outputs.write_npz(os.path.join(out, name), content)
+    outputs.atomic_write(os.path.join(out, "ebm_energy.pt"),
+                         lambda tmp: ebm.save_energy(energy, tmp))
+    outputs.write_text(os.path.join(out, "timings.json"), outputs.dump(seconds))
     if appendix is not None:
-        write_text(os.path.join(out, "appendix.json"), dump(appendix))
-    write_text(os.path.join(out, "results.json"), dump(results))
-    write_text(os.path.join(out, "results.tex"),
+        outputs.write_text(os.path.join(out, "appendix.json"), outputs.dump(appendix))
+    outputs.write_text(os.path.join(out, "results.json"), outputs.dump(results))
+    outputs.write_text(os.path.join(out, "results.tex"),
                macros.macro_file(macros.macros_of(results), "python VI.py"))
     if appendix is not None:
         tex = macros.appendix_macros(appendix, ebm.EXACT_STEP, ebm.PCD)
-        write_text(os.path.join(out, "appendix.tex"),
+        outputs.write_text(os.path.join(out, "appendix.tex"),
                    macros.macro_file(tex, "python VI.py --appendix"))
 
 
@@ -1064,18 +788,19 @@ def main(argv=None):
         print(f"VI.py: error: {e}", file=sys.stderr)
         return 1
     results["quick"] = args.quick
-    publish(args.out, cfg, results, made, seconds, appendix, figures=not args.no_figures,
+    publish(args.out, cfg, results, made, seconds, appendix, with_figures=not args.no_figures,
             workers=args.workers, say=say)
     print(f"wrote the numbers, figures and data files to {args.out}/ in {seconds['total']:.1f} s")
     return 0
 
 
-def publish(out, cfg, results, made, seconds, appendix=None, figures=True, workers=1, say=print):
+def publish(out, cfg, results, made, seconds, appendix=None, with_figures=True, workers=1,
+            say=print):
     """Figures, then every file: what main() does once the numbers are computed."""
-    if figures:
+    if with_figures:
         with clock(seconds, "figures", say):
             specs = figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
-            render_figures(out, specs, workers)
+            figures.render_figures(out, specs, lambda f, items: fork_map(f, items, workers))
     seconds["total"] = sum(v for k, v in seconds.items() if not k.startswith("ebm_"))
     arrays = {"data.npz": made["data"], "log_densities.npz": made["log_densities"]}
     write_outputs(out, results, seconds, arrays, made["models"]["truth"]["energy"], appendix)

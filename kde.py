@@ -137,22 +137,3 @@ def kde_experiment(x_train, x_val, x_test, grid):
         res[f"{rule}_sigma"] = s
         res[f"{rule}_test_ll"] = mean_log_likelihood(x_test, x_train, s)
     return res
-
-
-KDE_LAYOUT = dict(width=0.8 * 6.75, height=2.2, left=0.55, right=1.72)  # legend on the right
-
-
-def draw_kde(axes, res, colors):
-    """Problem 1.3's figure: validation and test log-likelihood against the kernel variance
-    (res as kde_experiment returns it)."""
-    ax, grid = axes[0], np.array(res["grid"])
-    ax.plot(grid, res["val_curve"], c=colors["val"], label="validation")
-    ax.plot(grid, res["test_curve"], c=colors["test"], ls="--", label="test")
-    chosen = f"chosen σ = {res['sigma']:.3f}"
-    ax.plot(res["sigma"], res["val_ll"], "o", c=colors["val"], label=chosen)
-    ax.axvline(res["scott_sigma"], c=colors["other"], ls=":",
-               label=f"Scott's rule σ = {res['scott_sigma']:.2f}")
-    ax.set(xscale="log", ylim=(res["val_ll"] - 3.0, res["val_ll"] + 0.3),
-           xlabel="σ (kernel variance)",
-           ylabel="mean log-likelihood (nats)", title="choosing the kernel variance")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: the curves fill the axes

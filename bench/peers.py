@@ -42,6 +42,8 @@ import gmm_em  # noqa: E402
 import kde  # noqa: E402
 import VI  # noqa: E402
 from theory import macros  # noqa: E402
+from tools import outputs  # noqa: E402
+from tools.processes import fork_map  # noqa: E402
 
 FLOW_DEPTHS = (2, 4)  # spline transforms
 FLOW_WIDTHS = (32, 64)  # hidden units in each of the two layers of every conditioner
@@ -191,11 +193,11 @@ def flow_record(cfg, data, timings, workers):
     and return the record: per-point test log-densities of each restart, steps, seconds, and the
     EBM's training time measured by the pipeline on the same machine."""
     configs = [(d, w) for d in FLOW_DEPTHS for w in FLOW_WIDTHS]
-    search = VI.fork_map(
+    search = fork_map(
         lambda c: train_flow(*c, data["train"], data["val"], cfg.seed)[1:], configs, workers
     )
     depth, width = configs[int(np.argmax([s[0] for s in search]))]
-    fits = VI.fork_map(
+    fits = fork_map(
         lambda r: (lambda f: (f[0](data["test"]).tolist(), *f[1:]))(
             train_flow(depth, width, data["train"], data["val"], r)
         ),
@@ -294,7 +296,7 @@ def main(argv=None):
             args.workers,
         )
         if args.record:
-            VI.write_text(args.record, json.dumps(record) + "\n")
+            outputs.write_text(args.record, json.dumps(record) + "\n")
         ebm_ll = np.load(plots / "log_densities.npz")["ebm"].mean(1)
         rows += [
             (
@@ -313,7 +315,7 @@ def main(argv=None):
         ]
         print_table(cfg, data, rows)
     if args.tex:
-        VI.write_text(
+        outputs.write_text(
             args.tex,
             macros.macro_file(
                 flow_macros(record, results, np.load(plots / "log_densities.npz")), "bench/peers.py"

@@ -10,6 +10,7 @@ import pytest
 from conftest import FIGURES, ROOT, main, results_bytes
 
 import VI
+from tools import cli
 from theory import macros
 
 
@@ -75,7 +76,7 @@ def test_every_reported_model_has_a_certified_quadrature_box(quick):
 
 
 def test_no_figures_writes_the_numbers_only(pipeline, tmp_path):
-    VI.publish(str(tmp_path), *pipeline, {}, figures=False, say=lambda _: None)
+    VI.publish(str(tmp_path), *pipeline, {}, with_figures=False, say=lambda _: None)
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "results.json").exists()
 
 
@@ -137,7 +138,7 @@ def test_list_settings_parse_from_the_command_line(tmp_path):
     assert status == 2 and "comma-separated int" in err
 
 
-OPTIONS = [VI.option(f.name) for f in fields(VI.Config)] + ["--workers"]
+OPTIONS = [cli.option(f.name) for f in fields(VI.Config)] + ["--workers"]
 
 
 @pytest.mark.parametrize("value", ["", "0", "-1", "abc"])

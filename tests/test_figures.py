@@ -8,6 +8,7 @@ import pytest
 from conftest import FIGURES, ROOT
 
 import VI
+from theory import figures as figures_module
 
 FLOOR = 8.0  # points
 
@@ -21,7 +22,7 @@ def figures(pipeline):
 
     cfg, results, made = pipeline
     specs = VI.figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
-    drawn = {name: VI.draw_figure(*spec) for name, spec in specs.items()}
+    drawn = {name: figures_module.draw_figure(*spec) for name, spec in specs.items()}
     for fig in drawn.values():
         fig.canvas.draw()  # lays the labels out where saving puts them
     yield drawn
@@ -60,7 +61,7 @@ def test_the_write_up_prints_every_figure_at_its_own_size(figures):
         "a figure scaled by LaTeX changes its font sizes"
     )
     for name, fig in figures.items():
-        assert fig.get_figwidth() <= VI.TEXT_WIDTH + 1e-9, name
+        assert fig.get_figwidth() <= figures_module.TEXT_WIDTH + 1e-9, name
 
 
 FIGURE_NAMES = FIGURES  # every figure of the write-up (conftest)

@@ -1,7 +1,7 @@
 """Build the hand-in: <netid>.zip holding exactly theory.pdf and a self-contained VI.py.
 
 The course accepts only those two files, so the repository's VI.py, which imports gmm_em, kde,
-ebm and theory.macros, would not run alone. The bundled VI.py carries those modules verbatim
+ebm, tools and theory, would not run alone. The bundled VI.py carries those modules verbatim
 and registers them as modules before VI.py's own code, unchanged, imports them: the same code,
 hence the same results for the same seed.
 
@@ -30,8 +30,13 @@ MODULES = (
     ("gmm_em", "gmm_em.py"),
     ("kde", "kde.py"),
     ("ebm", "ebm.py"),
+    ("tools", "tools/__init__.py"),
+    ("tools.cli", "tools/cli.py"),
+    ("tools.outputs", "tools/outputs.py"),
+    ("tools.processes", "tools/processes.py"),
     ("theory", "theory/__init__.py"),
     ("theory.macros", "theory/macros.py"),
+    ("theory.figures", "theory/figures.py"),
 )
 SPLIT = "import argparse"  # VI.py's first line after its opening: the modules go before it
 WHERE = "Where each problem is answered"  # the docstring paragraph the table is read from
@@ -182,10 +187,9 @@ def check_netid(netid):
 
 
 def atomic_write(path, write):
-    """VI.py's write-then-rename, imported only when something is written: importing VI loads
-    torch, seconds that a refused netid should not wait for."""
+    """The run's write-then-rename (tools/outputs.py), imported only when something is written."""
     sys.path.insert(0, str(ROOT))
-    from VI import atomic_write as write_then_rename
+    from tools.outputs import atomic_write as write_then_rename
 
     write_then_rename(str(path), write)
 
