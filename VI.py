@@ -21,46 +21,7 @@ if sys.version_info < (3, 10):  # noqa: UP036  (the check itself: before what 3.
     sys.stderr.write(f"VI.py: error: needs Python 3.10 or newer, not {sys.version.split()[0]}\n")
     sys.exit(2)
 
-import os
-import platform
-
-# Same seed, same bytes on every x86-64 CPU. Each numerical library picks kernels for the CPU it
-# finds, and kernels of another vector width add in another order; L-BFGS with early stopping
-# turns those last bits into another model. The libraries read these once, when they load.
-PINS = {
-    "ATEN_CPU_CAPABILITY": "avx2",  # torch's kernels: AVX2, also on AVX-512 machines
-    "MKL_CBWR": "COMPATIBLE",  # torch's matrix products (MKL): one code path on every CPU vendor
-    "OPENBLAS_CORETYPE": "Nehalem",  # numpy's matrix products: SSE4.2 kernels, as numpy requires
-    "NPY_DISABLE_CPU_FEATURES": None,  # numpy's loops: no AVX-512 (names: numpy_avx512)
-}
-THREADS = {  # one thread per process: a parallel sum's order follows the thread count, and a
-    "OMP_NUM_THREADS": "1",  # fork after a thread pool has started can hang; the cores train
-    "MKL_NUM_THREADS": "1",  # independent models instead (fork_map)
-    "OPENBLAS_NUM_THREADS": "1",
-}
-
-
-def numpy_avx512():
-    """numpy's names for its AVX-512 loops, read from its version without importing it: numpy
-    2.4 renamed them and 2.3 added one, and an unknown name is a warning at import."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        major, minor = (int(part) for part in version("numpy").split(".")[:2])
-    except (PackageNotFoundError, ValueError):
-        major, minor = 2, 4
-    if (major, minor) >= (2, 4):
-        return "X86_V4 AVX512_ICL AVX512_SPR"
-    names = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
-    return names + " AVX512_SPR" * ((major, minor) >= (2, 3))
-
-
-def pin_numerics(argv):
-    """Set PINS and THREADS, on x86-64 only (elsewhere the names mean nothing or warn), unless
-    --native-numerics. Called when python VI.py runs, before numpy and torch load; importing
-    VI changes nothing."""
-    if platform.machine().lower() in ("x86_64", "amd64") and "--native-numerics" not in argv:
-        os.environ.update({**PINS, "NPY_DISABLE_CPU_FEATURES": numpy_avx512(), **THREADS})
-
+from tools.pins import pin_numerics  # noqa: E402  (after the version check)
 
 if __name__ == "__main__":
     pin_numerics(sys.argv[1:])
@@ -70,6 +31,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import tempfile
 import time
 import zlib
@@ -592,39 +554,14 @@ def run_vi(data, cfg):
 
 
 # ============================================ Figures ============================================
-def density_maps(cfg, data, kde_sigma, energy, A, num=128):
-    """log-densities of the true mixture, the KDE and the EBM on the square plotting grid."""
-    axis = np.linspace(-(cfg.R + 4), cfg.R + 4, num)
-    pts = np.stack([g.ravel() for g in np.meshgrid(axis, axis)], 1)
-    return dict(axis=axis, true=gmm_em.log_prob(pts, *gmm_em.ring(cfg.K, cfg.R)),
-                kde=kde.log_density(pts, data["train"], kde_sigma),
-                ebm=ebm.energies(energy, tensor(pts)).numpy() - A)
-
 
 def figure_specs(cfg, data, results, models, per_point):
-    """{name: (layout, draw, args)} of every figure, with what little it needs computed here."""
-    e, vi, truth = results["ebm"], results["vi"], gmm_em.ring(cfg.K, cfg.R)
-    lines = {k: float(gmm_em.log_prob(data[k], *truth).mean()) for k in ("train", "val")}
-    maps = density_maps(cfg, data, results["kde"]["sigma"], models["truth"]["energy"],
-                        e["truth"]["restarts"][0]["A"])
+    """{name: (layout, draw, args)} of every figure (theory/figures.py), with Section 2's
+    densities."""
     log_p = functools.partial(mixture_1d_log_pdf, weights=cfg.kl_p_weights, means=cfg.kl_p_means,
-                              sds=cfg.kl_p_sds)  # a worker gets it pickled: no lambda
-    samples = (data["train"], models["samples"]["mala"], models["samples"]["exact"],
-               e["model"]["samples"])
-    f = figures
-    return dict(
-        em=(gmm_em.EM_LAYOUT, gmm_em.draw_em,
-            (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
-        kde=(f.KDE_LAYOUT, f.draw_kde, (results["kde"],)),
-        ebm_training=(f.TRAINING_LAYOUT, f.draw_training, (e["model"], e["truth"], lines)),
-        ebm_density=(f.DENSITY_LAYOUT, f.draw_density, (maps,)),
-        ebm_selection=(f.SELECTION_LAYOUT, f.draw_selection, (e["truth"],)),
-        ebm_samples=(f.SAMPLES_LAYOUT, f.draw_samples, samples),
-        kl=(f.KL_LAYOUT, f.draw_kl, (vi["kl"], log_p, normal_log_pdf, cfg.kl_q)),
-        elbo_points=(f.ELBO_POINTS_LAYOUT, f.draw_elbo_points,
-                     (data, (cfg.R, cfg.R_small), per_point, elbo_uniform_ring)),
-        elbo_K=(f.ELBO_K_LAYOUT, f.draw_elbo_K, (vi["limit"],)),
-        iwae=(f.IWAE_LAYOUT, f.draw_iwae, (vi["iwae"],)))
+                              sds=cfg.kl_p_sds)  # not a lambda: a worker unpickles it
+    return figures.figure_specs(cfg, data, results, models, per_point, log_p=log_p,
+                                log_normal=normal_log_pdf, unif_bound=elbo_uniform_ring)
 
 
 # ============================ The appendix: seeds, routes, every tau ==========================

@@ -7,6 +7,7 @@ sys.path.insert(0, str(ROOT))
 import pytest  # noqa: E402
 
 import VI  # noqa: E402
+from tools import pins  # noqa: E402
 
 FIGURES = [
     "em",
@@ -93,7 +94,7 @@ def processes(tmp_path_factory):
     from concurrent.futures import ThreadPoolExecutor
 
     base = tmp_path_factory.mktemp("processes")
-    pinned = set(VI.PINS) | set(VI.THREADS) | {"MKL_ENABLE_INSTRUCTIONS"}
+    pinned = set(pins.PINS) | set(pins.THREADS) | {"MKL_ENABLE_INSTRUCTIONS"}
     clean = {k: v for k, v in os.environ.items() if k not in pinned}
 
     def one(name):

@@ -10,8 +10,8 @@ import pytest
 from conftest import FIGURES, ROOT, main, results_bytes
 
 import VI
-from tools import cli
 from theory import macros
+from tools import cli
 
 
 def test_quick_run_writes_every_promised_file(quick):

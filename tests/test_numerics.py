@@ -1,5 +1,5 @@
 """Same seed, same bytes on another CPU. VI.py pins, when it runs as a script on x86-64, the
-kernels each numerical library picks (VI.PINS) and one thread per process (VI.THREADS). The
+kernels each numerical library picks (tools/pins.py: PINS) and one thread per process (THREADS). The
 shared runs of conftest.PROCESSES check both sides: a kernel choice the pins do not name
 (MKL's AVX2 path) leaves results.json byte-identical, and without the pins this machine's own
 kernels (AVX-512 here) do change it, so the test can fail.

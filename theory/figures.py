@@ -1,12 +1,16 @@
 """Every figure of theory.pdf. Each is drawn at the size the PDF prints it (the text is
 TEXT_WIDTH inches wide), so the fonts set once in STYLE are the printed sizes; each draw function
-has its LAYOUT beside it and gets what it shows as arguments (VI.figure_specs gathers them).
+has its LAYOUT beside it and gets what it shows as arguments (figure_specs gathers them).
 Okabe-Ito colours, safe for colour-blind readers. render_figures saves each as PDF and PNG."""
 
 import os
 
 import numpy as np
+import torch
 
+import ebm
+import gmm_em
+import kde
 from tools.outputs import atomic_write
 
 TEXT_WIDTH = 6.75  # inches: US letter less two 2.2 cm margins (theory.tex's geometry)
@@ -46,6 +50,40 @@ def draw_figure(layout, draw, args):
         axis.set_major_formatter(FuncFormatter(decade_label))
     return fig
 
+
+
+def density_maps(cfg, data, kde_sigma, energy, A, num=128):
+    """log-densities of the true mixture, the KDE and the EBM on the square plotting grid."""
+    axis = np.linspace(-(cfg.R + 4), cfg.R + 4, num)
+    pts = np.stack([g.ravel() for g in np.meshgrid(axis, axis)], 1)
+    return dict(axis=axis, true=gmm_em.log_prob(pts, *gmm_em.ring(cfg.K, cfg.R)),
+                kde=kde.log_density(pts, data["train"], kde_sigma),
+                ebm=ebm.energies(energy, torch.as_tensor(pts, dtype=torch.float32)).numpy() - A)
+
+
+def figure_specs(cfg, data, results, models, per_point, *, log_p, log_normal, unif_bound):
+    """{name: (layout, draw, args)} of every figure, with what little it needs computed here;
+    log_p, log_normal and unif_bound are VI.py's densities of Section 2 (see draw_kl and
+    draw_elbo_points), passed in as functions a worker can unpickle."""
+    e, vi, truth = results["ebm"], results["vi"], gmm_em.ring(cfg.K, cfg.R)
+    lines = {k: float(gmm_em.log_prob(data[k], *truth).mean()) for k in ("train", "val")}
+    maps = density_maps(cfg, data, results["kde"]["sigma"], models["truth"]["energy"],
+                        e["truth"]["restarts"][0]["A"])
+    samples = (data["train"], models["samples"]["mala"], models["samples"]["exact"],
+               e["model"]["samples"])
+    return dict(
+        em=(gmm_em.EM_LAYOUT, gmm_em.draw_em,
+            (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
+        kde=(KDE_LAYOUT, draw_kde, (results["kde"],)),
+        ebm_training=(TRAINING_LAYOUT, draw_training, (e["model"], e["truth"], lines)),
+        ebm_density=(DENSITY_LAYOUT, draw_density, (maps,)),
+        ebm_selection=(SELECTION_LAYOUT, draw_selection, (e["truth"],)),
+        ebm_samples=(SAMPLES_LAYOUT, draw_samples, samples),
+        kl=(KL_LAYOUT, draw_kl, (vi["kl"], log_p, log_normal, cfg.kl_q)),
+        elbo_points=(ELBO_POINTS_LAYOUT, draw_elbo_points,
+                     (data, (cfg.R, cfg.R_small), per_point, unif_bound)),
+        elbo_K=(ELBO_K_LAYOUT, draw_elbo_K, (vi["limit"],)),
+        iwae=(IWAE_LAYOUT, draw_iwae, (vi["iwae"],)))
 
 
 def render_figure(job):

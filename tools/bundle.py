@@ -10,9 +10,10 @@ hence the same results for the same seed.
     python tools/bundle.py --vi-only OUT.py          # only write the self-contained VI.py
 
 The bundled VI.py is, in order: VI.py's docstring; a table of where each problem is answered
-(from that docstring) and which embedded module holds it; the rest of VI.py's opening (the
-version check and pin_numerics, which must run before numpy and torch load); the embedded
-modules; then VI.py from its first `import argparse` on.
+(from that docstring) and which embedded module holds it; the loader and the EARLY modules
+(tools.pins loads no numerics); the rest of VI.py's opening (the version check and
+pin_numerics, which must run before numpy and torch load); the other embedded modules; then
+VI.py from its first `import argparse` on.
 """
 
 import argparse
@@ -30,7 +31,6 @@ MODULES = (
     ("gmm_em", "gmm_em.py"),
     ("kde", "kde.py"),
     ("ebm", "ebm.py"),
-    ("tools", "tools/__init__.py"),
     ("tools.cli", "tools/cli.py"),
     ("tools.outputs", "tools/outputs.py"),
     ("tools.processes", "tools/processes.py"),
@@ -38,6 +38,8 @@ MODULES = (
     ("theory.macros", "theory/macros.py"),
     ("theory.figures", "theory/figures.py"),
 )
+# installed before VI.py's opening, which imports pin_numerics from them (they load no numerics)
+EARLY = (("tools", "tools/__init__.py"), ("tools.pins", "tools/pins.py"))
 SPLIT = "import argparse"  # VI.py's first line after its opening: the modules go before it
 WHERE = "Where each problem is answered"  # the docstring paragraph the table is read from
 VI_CODE = "# ---- VI.py ----"  # the marker before VI.py's own code in the bundle
@@ -98,7 +100,7 @@ def answer_table(docstring):
     gaps = [text[a.end() : b.start()] for a, b in zip(rows, rows[1:])]
     if not rows or text[: rows[0].start()].strip() or any(g.strip() != ";" for g in gaps):
         raise ValueError(f"cannot read the table of VI.py's paragraph {WHERE!r}: {text!r}")
-    module_of = {path: name for name, path in MODULES}
+    module_of = {path: name for name, path in EARLY + MODULES}
     width = max(len(m.group(2)) for m in rows)
     lines = [f"# {WHERE} (read from VI.py's docstring), and where in this one file:"]
     for m in rows:
@@ -119,7 +121,7 @@ def answer_table(docstring):
         "Also embedded: "
         + ", ".join(
             f"{path} as module {name}"
-            for name, path in MODULES
+            for name, path in EARLY + MODULES
             if path not in {m.group(2) for m in rows}
         )
         + ". Each module is embedded below, verbatim, as _install(name, path, source).",
@@ -158,6 +160,7 @@ def split_opening(vi):
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     early = imported & ({"numpy", "torch", "scipy", "matplotlib"} | {n for n, _ in MODULES})
+    early -= {n for n, _ in EARLY}
     if not pins or early:
         raise ValueError(
             f"VI.py's opening, before {SPLIT!r}, must call pin_numerics under "
@@ -171,10 +174,11 @@ def bundled_vi():
     """The text of the self-contained VI.py (see the module's docstring for its layout)."""
     vi = read("VI.py")
     docstring, opening, code = split_opening(vi)
-    sources = {path: read(path) for _, path in MODULES}
-    parts = [docstring, "\n", answer_table(ast.get_docstring(ast.parse(vi))), opening, LOADER]
-    for name, path in MODULES:
-        parts.append(f"_install({name!r}, {path!r}, {raw_literal(sources[path], path)})\n\n")
+    def install(name, path):
+        return f"_install({name!r}, {path!r}, {raw_literal(read(path), path)})\n\n"
+
+    parts = [docstring, "\n", answer_table(ast.get_docstring(ast.parse(vi))), LOADER]
+    parts += [install(*m) for m in EARLY] + [opening, "\n"] + [install(*m) for m in MODULES]
     parts.append(f"{VI_CODE}\n{code}")
     return "".join(parts)
 
