@@ -27,13 +27,11 @@ if __name__ == "__main__":
     pin_numerics(sys.argv[1:])
 
 import argparse
-import contextlib
 import functools
 import json
 import math
 import os
-import tempfile
-import time
+import shutil
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 
@@ -123,7 +121,9 @@ QUICK = dict(n=200, em_restarts=2, sigma_num=15, M=1000, M_val=2000, M_fresh=200
              appendix_seeds=2)
 ANY = {"kl_p_means", "kl_q", "kl_grid", "kl_starts"}  # any finite value (kl_q, kl_grid below)
 AT_LEAST = {"seed": 0, "R": 0, "R_small": 0, "mala_adapt": 0, "ebm_checkpoints": 0,
-            "ebm_restarts": 2, "grad_samples": 2, "mala_chains": 2, "K_max": 2, "iwae_reps": 2}
+            "ebm_restarts": 2, "grad_samples": 2, "mala_chains": 2, "K_max": 2, "iwae_reps": 2,
+            "n": 3,  # the fitted Gaussian's covariance needs three points in the plane
+            "M": 2, "M_val": 2, "M_fresh": 2}  # a standard error needs two draws
 RELATIONS = [  # rules that tie settings together, with the message that names what to change
     (lambda c: c.K <= c.n, "--K cannot exceed --n: each component needs a point"),
     (lambda c: c.sigma_min <= c.sigma_max, "--sigma-min cannot exceed --sigma-max"),
@@ -135,15 +135,61 @@ RELATIONS = [  # rules that tie settings together, with the message that names w
      "--ebm-checkpoints must increase"),
     (lambda c: len(c.kl_p_weights) == len(c.kl_p_means) == len(c.kl_p_sds),
      "--kl-p-weights, --kl-p-means and --kl-p-sds need one value per mode each"),
+    (lambda c: abs(sum(c.kl_p_weights) - 1) < 1e-9, "--kl-p-weights must sum to 1"),
     (lambda c: len(c.kl_q) == 2 and c.kl_q[1] > 0, "--kl-q is (mean, sd) with a positive sd"),
     (lambda c: len(c.kl_grid) == 3 and c.kl_grid[0] < c.kl_grid[1] and c.kl_grid[2] > 0,
      "--kl-grid is (lo, hi, step) with lo < hi and step > 0"),
+    (lambda c: kl_grid_covers(c), "--kl-grid must reach 10 sd beyond every mode of p and q and "
+     "have a step below a tenth of the smallest sd (else the KL integrals are wrong)"),
 ]
+GiB, LIMIT = 2**30, 4 * 2**30  # the largest array a run may make, and the work: 1e11 evaluations
+
+
+def kl_grid_covers(c):
+    means, sds = (*c.kl_p_means, c.kl_q[0]), (*c.kl_p_sds, c.kl_q[1])
+    lo, hi, step = c.kl_grid
+    return (lo <= min(m - 10 * s for m, s in zip(means, sds)) and step <= min(sds) / 10
+            and hi >= max(m + 10 * s for m, s in zip(means, sds)))
+
+
+def demands(c):
+    """(option, bytes of the largest array it makes, evaluations of the work it asks for), in
+    float64 and a few copies for autograd: an estimate to refuse what no laptop can run."""
+    side = 2 * 1.5 * max(c.grid_half_width, c.R + 10) / c.grid_step  # the grown quadrature box
+    H, K, n = max(c.ebm_widths), c.K, c.n
+    return [
+        ("the box (--grid-half-width or --R over --grid-step)", side * side * H * 24, 0),
+        ("--M (times --grad-samples)", c.M * c.grad_samples * H * 24, 0),
+        ("--M-fresh", min(c.M_fresh, 2**16) * H * 24 + c.M_fresh * 24, 0),
+        ("--M-val", c.M_val * H * 24, 0),
+        ("--n (with --K, --em-max-maps)", n * max(n, K) * 24, c.em_max_maps * n * K),
+        ("--mala-chains (times --mala-steps + --mala-adapt)", c.mala_chains * H * 24,
+         c.mala_chains * (c.mala_steps + c.mala_adapt)),
+        ("--K-max (with --limit-points)", c.K_max * c.limit_points * 24,
+         c.K_max * c.limit_points * c.limit_num_K),
+        ("--iwae-reps (with --iwae-points, --iwae-k-max)", c.iwae_points * c.iwae_reps * K * 24,
+         c.iwae_k_max * c.iwae_reps),
+        ("--ebm-max-iter (with --M, --n, --ebm-restarts)", 0,
+         c.ebm_max_iter * (c.M + n) * c.ebm_restarts * H),
+        ("--kl-grid", (c.kl_grid[1] - c.kl_grid[0]) / c.kl_grid[2] * 24, 0),
+        ("--sigma-num (with --n)", 0, c.sigma_num * n * n)]
+
+
+def affordable(c):
+    """Raise ValueError naming the option if the run needs more memory or work than LIMIT."""
+    for name, size, work in demands(c):
+        if size > LIMIT:
+            raise ValueError(f"{name} asks for an array of about {size / GiB:.3g} GiB; the limit "
+                             f"is {LIMIT / GiB:g} GiB: make these smaller")
+        if work > 1e11:
+            raise ValueError(f"{name} asks for about {work:.2g} evaluations, hours to days of "
+                             "work: make these smaller")
 
 
 def check(cfg):
     """Raise ValueError, naming the option to change, if cfg cannot be run."""
     cli.check(cfg, AT_LEAST, ANY, RELATIONS)
+    affordable(cfg)
 
 
 def parse_args(argv):
@@ -592,95 +638,58 @@ def appendix_job(task, cfg, data):
                            half_width=cfg.grid_half_width, step=cfg.grid_step)
 
 
-def seed_row(r):
-    """What the seed sweep keeps of one seed's results."""
-    c = r["compare"]
-    return dict(seed=r["config"]["seed"], claims=r["claims"],
-                pick=[r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]],
-                ebm_minus_kde=c["ebm_minus_kde"]["mean"],
-                truth_minus_ebm=c["truth_minus_ebm"]["mean"],
-                em_big=r["gmm"]["big"]["mean_dist"], em_small=r["gmm"]["small"]["mean_dist"])
-
-
-def route_summary(cfg, results, log_densities, done):
-    """Every route at its (tau, H) with its restarts, paired against the KDE and each other, and
-    the homework route at every tau. The truth and fitted routes are this run's own models."""
-    e, kde_ll, restarts = results["ebm"], log_densities["kde"], range(cfg.ebm_restarts)
-    own = {("truth", e["truth"]["tau"]): (e["truth"]["restarts"], log_densities["ebm"]),
-           ("fitted", e["fitted"]["tau"]): (e["fitted"]["restarts"], log_densities["ebm_fitted"])}
-    rows = lambda route, t, h: own[(route, t)][0] if (route, t) in own else \
-        [done[("route", route, t, h, r)][0] for r in restarts]
-    lls = lambda route, t, h: own[(route, t)][1] if (route, t) in own else \
-        np.stack([done[("route", route, t, h, r)][1] for r in restarts])
-    chosen = {route: (e[key]["tau"], e[key]["hidden"]) for route, key in
-              (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
-    routes = {route: dict(tau=t, hidden=h, needs_truth=ebm.NEEDS_TRUTH[route],
-                          restarts=rows(route, t, h), minus_kde=paired(lls(route, t, h), kde_ll))
-              for route, (t, h) in chosen.items()}
-    routes["truth"]["minus_exact"] = paired(lls("truth", *chosen["truth"]),
-                                            lls("exact", *chosen["exact"]))
-    routes["pcd"]["minus_fitted"] = paired(lls("pcd", *chosen["pcd"]),
-                                           lls("fitted", *chosen["fitted"]))
-    hidden, widest = chosen["truth"][1], max(cfg.ebm_taus)
-    return dict(routes=routes, tau_sweep=[dict(tau=t, restarts=rows("truth", t, hidden))
-                                          for t in cfg.ebm_taus],
-                uninformed=dict(tau=widest, chosen_minus=paired(lls("truth", *chosen["truth"]),
-                                                                lls("truth", widest, hidden)),
-                                minus_kde=paired(lls("truth", widest, hidden), kde_ll)))
-
-
 def run_appendix(cfg, results, log_densities, data, workers):
     """Beyond python VI.py's own run: the claims on more seeds, the EBM by every training route,
     and every tau trained to convergence. Returns the numbers theory.pdf's appendix reads."""
     tasks = appendix_tasks(cfg, results)
     done = dict(zip(tasks, fork_map(lambda t: appendix_job(t, cfg, data), tasks, workers)))
     seeds = [results] + [done[("seed", s)] for s in range(1, cfg.appendix_seeds)]
-    return dict(seeds=[seed_row(r) for r in seeds],
-                **route_summary(cfg, results, log_densities, done))
+    return dict(seeds=[macros.seed_row(r) for r in seeds],
+                **ebm.route_summary(results["ebm"], log_densities, done, taus=cfg.ebm_taus,
+                                    restarts=cfg.ebm_restarts, pair=paired))
 
 
 # ============================================ Outputs ============================================
 
-def write_outputs(out, results, seconds, arrays, energy, appendix=None):
+def write_outputs(out, results, seconds, arrays, energy, appendix=None, say=print):
     """results.json (the same bytes for a seed), timings.json, the arrays ({file: {name: array}}),
-    the examined energy, appendix.json with --appendix, and the LaTeX macros of them."""
+    the examined energy, appendix.json with --appendix, and the LaTeX macros of them. Numbers
+    these settings leave undefined are null in the JSON and n/a in the macros, and said."""
+    results, undefined = outputs.nulled(results)
+    missing = []
+    tex = macros.macro_file(macros.macros_of(results, missing=missing), "python VI.py")
     for name, content in arrays.items():
         outputs.write_npz(os.path.join(out, name), content)
     outputs.atomic_write(os.path.join(out, "ebm_energy.pt"),
                          lambda tmp: ebm.save_energy(energy, tmp))
     outputs.write_text(os.path.join(out, "timings.json"), outputs.dump(seconds))
+    outputs.write_text(os.path.join(out, "results.json"), outputs.dump(results))
+    outputs.write_text(os.path.join(out, "results.tex"), tex)
     if appendix is not None:
         outputs.write_text(os.path.join(out, "appendix.json"), outputs.dump(appendix))
-    outputs.write_text(os.path.join(out, "results.json"), outputs.dump(results))
-    outputs.write_text(os.path.join(out, "results.tex"),
-               macros.macro_file(macros.macros_of(results), "python VI.py"))
-    if appendix is not None:
         tex = macros.appendix_macros(appendix, ebm.EXACT_STEP, ebm.PCD)
         outputs.write_text(os.path.join(out, "appendix.tex"),
-                   macros.macro_file(tex, "python VI.py --appendix"))
+                           macros.macro_file(tex, "python VI.py --appendix"))
+    for what, names in (("undefined for these settings (null)", undefined),
+                        ("of theory.pdf not computed for these settings (n/a)", missing)):
+        if names:
+            say(f"numbers {what}: {', '.join(names)}")
 
 
 # ============================================ The run ============================================
 
-def prepare_out(out):
-    """Create out if needed and prove it is writable before any work is done."""
-    os.makedirs(out, exist_ok=True)
-    tempfile.NamedTemporaryFile(dir=out, prefix=".probe.").close()
-
-
-@contextlib.contextmanager
-def clock(seconds, name, say):
-    """Time the block into seconds[name] and say when it is done."""
-    t = time.perf_counter()
-    yield
-    seconds[name] = time.perf_counter() - t
-    say(f"{name}: done in {seconds[name]:.1f} s")
+def promised(args):
+    """The files a run with these options writes (and replaces, all of them or none)."""
+    names = ["data.npz", "log_densities.npz", "ebm_energy.pt", "timings.json", "results.json",
+             "results.tex"] + ["appendix.json", "appendix.tex"] * args.appendix
+    return names + [f"{f}.{ext}" for f in figures.NAMES for ext in ("pdf", "png")
+                    if not args.no_figures]
 
 
 def run(cfg, workers, seconds, say=print):
     """Every problem, in the homework's order. Returns (results, what figures and files need)."""
     data, results = make_data(cfg), {}
-    with clock(seconds, "gmm", say):  # problems 1.1-1.2: EM at both radii
+    with cli.clock(seconds, "gmm", say):  # problems 1.1-1.2: EM at both radii
         streams = lambda name: lambda r: stream(cfg.seed, f"{name} restart {r}")
         results["gmm"] = dict(
             big=gmm_em.em_experiment(data["train"], data["test"], cfg.R, cfg.K, streams("em"),
@@ -688,16 +697,16 @@ def run(cfg, workers, seconds, say=print):
             small=gmm_em.em_experiment(data["train_small"], data["test_small"], cfg.R_small,
                                        cfg.K, streams("em small"), cfg.em_restarts, cfg.em_tol,
                                        cfg.em_max_maps))
-    with clock(seconds, "kde", say):  # problem 1.3
+    with cli.clock(seconds, "kde", say):  # problem 1.3
         results["kde"] = kde.kde_experiment(
             data["train"], data["val"], data["test"],
             kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num))
-    with clock(seconds, "ebm", say):  # problems 1.4-1.7
+    with cli.clock(seconds, "ebm", say):  # problems 1.4-1.7
         results["ebm"], models = run_ebm(data, cfg, workers)
     seconds.update({f"ebm_{route}": models[route]["seconds"] for route in ("truth", "fitted")})
     log_densities = test_log_densities(data, cfg, results, models)
     results["compare"] = compare(log_densities)  # the fitted densities, point by point
-    with clock(seconds, "vi", say):  # problems 2.2-2.4
+    with cli.clock(seconds, "vi", say):  # problems 2.2-2.4
         results["vi"], per_point = run_vi(data, cfg)
     results["claims"] = macros.claims_of(results)
     results["config"] = json.loads(json.dumps(asdict(cfg)))
@@ -705,42 +714,68 @@ def run(cfg, workers, seconds, say=print):
 
 
 def main(argv=None):
+    """Check the settings, lock --out, run into a staging folder, and move the files in whole."""
     cfg, args = parse_args(sys.argv[1:] if argv is None else argv)
+    if hasattr(sys.stdout, "reconfigure"):  # any --out prints, whatever the encoding
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         check(cfg)
-        prepare_out(args.out)
+        os.makedirs(args.out, exist_ok=True)
+        held = outputs.lock(args.out)
     except (ValueError, OSError) as e:
         print(f"VI.py: error: {e}", file=sys.stderr)
         return 2
-    print("configuration:", json.dumps(asdict(cfg)), flush=True)
-    say = lambda text: print(text, flush=True)
-    seconds, appendix = {}, None
     try:
-        results, made = run(cfg, args.workers, seconds, say)
-        if args.appendix:
-            with clock(seconds, "appendix", say):
-                appendix = run_appendix(cfg, results, made["log_densities"], made["data"],
-                                        args.workers)
-    except FloatingPointError as e:  # nothing has been written yet
+        staging = outputs.staging_folder(args.out, promised(args))
+    except OSError as e:
+        outputs.unlock(held)
         print(f"VI.py: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        with outputs.terminate_as_interrupt():
+            seconds = run_and_publish(cfg, args, staging)
+            outputs.move_in(staging, args.out, promised(args))
+    except KeyboardInterrupt:
+        print(f"VI.py: interrupted; {args.out}/ keeps its previous files", file=sys.stderr)
+        return 130
+    except (cli.PartFailed, OSError, RuntimeError) as e:
+        print(f"VI.py: error: {e}; {args.out}/ keeps its previous files", file=sys.stderr)
         return 1
-    results["quick"] = args.quick
-    publish(args.out, cfg, results, made, seconds, appendix, with_figures=not args.no_figures,
-            workers=args.workers, say=say)
-    print(f"wrote the numbers, figures and data files to {args.out}/ in {seconds['total']:.1f} s")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        outputs.unlock(held)
+    cli.say(f"wrote the numbers, figures and data files to {args.out}/ in {seconds['total']:.1f} s")
     return 0
+
+
+def run_and_publish(cfg, args, out):
+    """The run, the appendix with --appendix, and every file written to out. Returns seconds."""
+    say = cli.say
+    say("configuration: " + json.dumps(asdict(cfg)))
+    seconds, appendix = {}, None
+    results, made = run(cfg, args.workers, seconds, say)
+    if args.appendix:
+        with cli.clock(seconds, "appendix", say):
+            appendix = run_appendix(cfg, results, made["log_densities"], made["data"],
+                                    args.workers)
+    results["quick"] = args.quick
+    publish(out, cfg, results, made, seconds, appendix, with_figures=not args.no_figures,
+            workers=args.workers, say=cli.say)
+    return seconds
 
 
 def publish(out, cfg, results, made, seconds, appendix=None, with_figures=True, workers=1,
             say=print):
     """Figures, then every file: what main() does once the numbers are computed."""
     if with_figures:
-        with clock(seconds, "figures", say):
+        with cli.clock(seconds, "figures", say):
             specs = figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
             figures.render_figures(out, specs, lambda f, items: fork_map(f, items, workers))
     seconds["total"] = sum(v for k, v in seconds.items() if not k.startswith("ebm_"))
     arrays = {"data.npz": made["data"], "log_densities.npz": made["log_densities"]}
-    write_outputs(out, results, seconds, arrays, made["models"]["truth"]["energy"], appendix)
+    with cli.clock(seconds, "writing the files", lambda _: None):
+        write_outputs(out, results, seconds, arrays, made["models"]["truth"]["energy"],
+                      appendix, say)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class Run:
     best_state: dict = None  # the weights of the best validation score, kept like a checkpoint
     snapshots: dict = field(default_factory=dict)  # iteration -> weights, for the diagnostics
     converged: bool = False
+    failed: str = ""  # why training stopped on a non-finite number; such a run is never chosen
     seconds: float = 0.0
 
 
@@ -126,9 +127,10 @@ def record(run, score, x_train, proposal, snapshot_at, after):
     if a checkpoint of snapshot_at lies in (after, now]."""
     energy, it = run.energy, run.iterations
     objective, val = float(log_likelihood(energy, x_train, proposal)), score(energy)
-    if not (math.isfinite(objective) and math.isfinite(val)):
-        raise FloatingPointError(f"EBM training diverged at iteration {it} (objective "
-                                 f"{objective}, validation {val})")
+    if not (math.isfinite(objective) and math.isfinite(val)):  # diverged: stop, keep the best
+        run.failed = f"diverged at iteration {it} (objective {objective}, validation {val})"
+        run.converged = True
+        return
     run.steps.append(it), run.objective.append(objective), run.val_ll.append(val)
     if val > run.best_val:
         run.best_val, run.best_iteration, run.best_state = val, it, copy.deepcopy(
@@ -283,11 +285,12 @@ def successive_halving(runs, train_to, rungs, keep):
     for r, until in enumerate(rungs):
         for name in alive:
             train_to(runs[name], until)
+        alive = [name for name in alive if not runs[name].failed]  # a diverged run is out
         alive.sort(key=lambda name: -runs[name].best_val)  # stable: ties keep the grid's order
         if r < len(rungs) - 1:
             survivors = math.ceil(len(alive) / keep)
             alive, cut = alive[:survivors], alive[survivors:] + cut
-    return alive + cut
+    return alive + cut + [name for name in runs if runs[name].failed]
 
 
 def fit_route(init, x, samples, *, taus, widths, rungs, keep, restarts, max_iter, eval_every,
@@ -304,20 +307,28 @@ def fit_route(init, x, samples, *, taus, widths, rungs, keep, restarts, max_iter
     make = lambda h, tau, r: new_run(init(h, tau, r), eval_every, memory)
     runs = {(tau, h): make(h, tau, 0) for h in widths for tau in taus}
     ranking = successive_halving(runs, train_to, rungs, keep)
-    candidates = [dict(tau=t, hidden=w, rank=ranking.index((t, w)),
+    candidates = [dict(tau=t, hidden=w, rank=ranking.index((t, w)), failed=run.failed,
                        **candidate_row(run, x["val"], half_width=half_width, step=2 * step))
                   for (t, w), run in runs.items()]  # ranked only: cells twice as wide do
+    if runs[ranking[0]].failed:
+        raise FloatingPointError("every (tau, H) candidate diverged in training; try other "
+                                 "--ebm-taus or --ebm-widths")
     tau, h = ranking[0]
-    fits = [runs[(tau, h)]] + [make(h, tau, r) for r in range(1, restarts)]
-    for run in fits:
+    tried = [runs[(tau, h)]] + [make(h, tau, r) for r in range(1, restarts)]
+    for run in tried:
         train_to(run, max_iter)
+    fits = [run for run in tried if not run.failed]  # a diverged restart is reported, not used
+    if not fits:
+        raise FloatingPointError(f"every restart of the chosen tau = {tau:g}, H = {h} diverged")
     models = [fitted_density(run, x["test"], half_width=half_width, step=step) for run in fits]
-    rows = [dict(restart=r, **summary(run, cert), test_ll=float(ll.mean()),
+    rows = [dict(restart=tried.index(run), **summary(run, cert), test_ll=float(ll.mean()),
                  test_ll_se=float(ll.std(ddof=1) / math.sqrt(ll.size)),
                  ess_train=log_mean_exp_se(sample_log_weights(energy, samples[0]))[2])
-            for r, (run, (energy, cert, ll)) in enumerate(zip(fits, models))]
-    seconds = sum(r.seconds for r in runs.values()) + sum(r.seconds for r in fits[1:])
-    return dict(tau=tau, hidden=h, candidates=candidates, restarts=rows), \
+            for run, (energy, cert, ll) in zip(fits, models)]
+    seconds = sum(r.seconds for r in runs.values()) + sum(r.seconds for r in tried[1:])
+    failed = [dict(restart=r, failed=run.failed) for r, run in enumerate(tried) if run.failed]
+    return dict(tau=tau, hidden=h, candidates=candidates, restarts=rows,
+                failed_restarts=failed), \
         dict(runs=fits, energies=[m[0] for m in models], test=np.stack([m[2] for m in models]),
              seconds=seconds)
 
@@ -330,7 +341,11 @@ def summary(run, cert):
 
 
 def candidate_row(run, x_val, *, half_width, step):
-    """A candidate's numbers, with its validation LL also from A by quadrature."""
+    """A candidate's numbers, with its validation LL also from A by quadrature (None for a run
+    that diverged before its first score)."""
+    if run.best_state is None:
+        return dict(iterations=run.iterations, converged=run.converged, val_ll=None,
+                    val_ll_grid=None, A=None)
     energy = best_energy(run)
     cert = quadrature_log_partition(energy, half_width=half_width, step=step)
     return dict(**summary(run, cert), val_ll_grid=float(energies(energy, x_val).mean()) - cert["A"])
@@ -571,8 +586,43 @@ def train_route(route, init, x, samples, generator, *, tau, hidden, r, max_iter,
         proposal, validation = (grid, grid) if route == "exact" else samples[route]
         run = train(new_run(energy, eval_every, memory), x["train"], proposal,
                     score(x["val"], validation), max_iter, patience)
+    if run.failed:  # reported as such: route_summary pairs restarts, so it stops the appendix
+        raise FloatingPointError(f"the {route} route at tau = {tau:g}, H = {hidden}, restart "
+                                 f"{r}: {run.failed}")
     evaluations = run.energy.evaluations  # training's, before the test density adds its own
     _, cert, ll = fitted_density(run, x["test"], half_width=half_width, step=step)
     return dict(restart=r, iterations=run.iterations, best_iteration=run.best_iteration,
                 converged=run.converged, evaluations=evaluations, seconds=run.seconds,
                 test_ll=float(ll.mean()), mass_outside=cert["mass_outside"]), ll
+
+
+def route_summary(e, log_densities, done, *, taus, restarts, pair):
+    """The appendix's routes: every route at its (tau, H) with its restarts, paired by
+    pair(a, b) (VI.paired) against the KDE and each other, and the homework route at every tau.
+    e = results["ebm"]; the truth and fitted routes are the main run's own models; done holds
+    train_route's (row, test log-densities) of the other jobs."""
+    if e["truth"]["failed_restarts"] or e["fitted"]["failed_restarts"]:
+        raise FloatingPointError("a restart of the main run diverged; the appendix pairs every "
+                                 "restart by initialisation, so it needs all of them")
+    kde_ll, restarts = log_densities["kde"], range(restarts)
+    own = {("truth", e["truth"]["tau"]): (e["truth"]["restarts"], log_densities["ebm"]),
+           ("fitted", e["fitted"]["tau"]): (e["fitted"]["restarts"], log_densities["ebm_fitted"])}
+    rows = lambda route, t, h: own[(route, t)][0] if (route, t) in own else \
+        [done[("route", route, t, h, r)][0] for r in restarts]
+    lls = lambda route, t, h: own[(route, t)][1] if (route, t) in own else \
+        np.stack([done[("route", route, t, h, r)][1] for r in restarts])
+    chosen = {route: (e[key]["tau"], e[key]["hidden"]) for route, key in
+              (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
+    routes = {route: dict(tau=t, hidden=h, needs_truth=NEEDS_TRUTH[route],
+                          restarts=rows(route, t, h), minus_kde=pair(lls(route, t, h), kde_ll))
+              for route, (t, h) in chosen.items()}
+    routes["truth"]["minus_exact"] = pair(lls("truth", *chosen["truth"]),
+                                            lls("exact", *chosen["exact"]))
+    routes["pcd"]["minus_fitted"] = pair(lls("pcd", *chosen["pcd"]),
+                                           lls("fitted", *chosen["fitted"]))
+    hidden, widest = chosen["truth"][1], max(taus)
+    return dict(routes=routes, tau_sweep=[dict(tau=t, restarts=rows("truth", t, hidden))
+                                          for t in taus],
+                uninformed=dict(tau=widest, chosen_minus=pair(lls("truth", *chosen["truth"]),
+                                                                lls("truth", widest, hidden)),
+                                minus_kde=pair(lls("truth", widest, hidden), kde_ll)))

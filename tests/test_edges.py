@@ -63,13 +63,28 @@ def test_a_badly_scaled_energy_gives_finite_estimates_and_training():
     assert np.isfinite(run.val_ll).all() and run.val_ll[-1] > run.val_ll[0]
 
 
-def test_a_diverged_training_stops_with_a_clear_error():
-    energy = ebm.Energy(4, 1.0, torch.Generator().manual_seed(3))
+def nan_energy(seed):
+    energy = ebm.Energy(4, 1.0, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         energy.net[2].bias.fill_(float("nan"))
+    return energy
+
+
+def test_a_diverged_training_stops_and_says_why():
     data, prop, vprop = ring_problem(3, n_train=10, M=10)
-    with pytest.raises(FloatingPointError, match="diverged at iteration 0"):
-        ebm.train(ebm.new_run(energy), data, prop, ebm.score(data, vprop), 5)
+    run = ebm.train(ebm.new_run(nan_energy(3)), data, prop, ebm.score(data, vprop), 5)
+    assert run.failed.startswith("diverged at iteration 0") and run.converged
+    assert run.iterations == 0 and run.best_state is None
+
+
+def test_a_diverged_candidate_is_ranked_last_and_never_chosen():
+    # the selection goes on without it; a good candidate that scores worse still wins
+    data, prop, vprop = ring_problem(3, n_train=10, M=10)
+    runs = {"nan": ebm.new_run(nan_energy(3)),
+            "fine": ebm.new_run(ebm.Energy(4, 1.0, torch.Generator().manual_seed(4)))}
+    train_to = lambda run, until: ebm.train(run, data, prop, ebm.score(data, vprop), until)
+    assert ebm.successive_halving(runs, train_to, rungs=(5, 10), keep=2) == ["fine", "nan"]
+    assert runs["nan"].failed and not runs["fine"].failed
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT cannot be sent to a child on Windows")

@@ -61,6 +61,10 @@ def density_maps(cfg, data, kde_sigma, energy, A, num=128):
                 ebm=ebm.energies(energy, torch.as_tensor(pts, dtype=torch.float32)).numpy() - A)
 
 
+NAMES = ("em", "kde", "ebm_training", "ebm_density", "ebm_selection", "ebm_samples", "kl",
+         "elbo_points", "elbo_K", "iwae")  # figure_specs' keys: the files a run promises
+
+
 def figure_specs(cfg, data, results, models, per_point, *, log_p, log_normal, unif_bound):
     """{name: (layout, draw, args)} of every figure, with what little it needs computed here;
     log_p, log_normal and unif_bound are VI.py's densities of Section 2 (see draw_kl and

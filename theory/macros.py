@@ -277,9 +277,11 @@ def statements(r):
         "it does not"}
 
 
-def macros_of(results, table=NUMBERS):
+def macros_of(results, table=NUMBERS, missing=None):
     """{macro: text} for every number of the table and every statement. A path the results do
-    not hold is an error, so a renamed key cannot silently drop a number from the PDF."""
+    not hold is an error, so a renamed key cannot silently drop a number from the PDF; unless
+    a list `missing` is given (settings that leave a number undefined): then its macro reads
+    n/a and its name is appended there, for the run to report."""
     out = {}
     for line in table.splitlines():
         if line.strip() and not line.startswith("#"):
@@ -287,8 +289,11 @@ def macros_of(results, table=NUMBERS):
             try:
                 out[name] = format_macro(lookup(results, path), spec)
             except (KeyError, IndexError, TypeError) as e:
-                raise KeyError(f"NUMBERS: {name} reads {path}, missing from the results ({e!r})") \
-                    from None
+                if missing is None:
+                    raise KeyError(f"NUMBERS: {name} reads {path}, missing from the results "
+                                   f"({e!r})") from None
+                out[name] = "n/a"
+                missing.append(name)
     return {**out, **statements(results)}
 
 
@@ -310,8 +315,18 @@ def by_count(picks):
     return sorted(((p, picks.count(p)) for p in dict.fromkeys(picks)), key=lambda pc: -pc[1])
 
 
+def seed_row(r):
+    """What the seed sweep keeps of one seed's results."""
+    c = r["compare"]
+    return dict(seed=r["config"]["seed"], claims=r["claims"],
+                pick=[r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]],
+                ebm_minus_kde=c["ebm_minus_kde"]["mean"],
+                truth_minus_ebm=c["truth_minus_ebm"]["mean"],
+                em_big=r["gmm"]["big"]["mean_dist"], em_small=r["gmm"]["small"]["mean_dist"])
+
+
 def seed_macros(seeds, claims):
-    """The seed sweep (VI.seed_row per seed): claims held per seed, spreads, the picks."""
+    """The seed sweep (seed_row per seed): claims held per seed, spreads, the picks."""
     col = lambda key: np.array([s[key] for s in seeds])
     passes = {key: [s["claims"][key] for s in seeds] for key in claims}
     lead = col("ebm_minus_kde")

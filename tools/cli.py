@@ -2,7 +2,11 @@
 values checked before any work, and every refusal one line with exit status 2."""
 
 import argparse
+import contextlib
 import math
+import os
+import sys
+import time
 from dataclasses import fields
 
 
@@ -72,3 +76,31 @@ def add_fields(parser, cls):
 def given_fields(args, cls):
     """{field: value} of the options of cls that the command line gave."""
     return {f.name: v for f in fields(cls) if (v := getattr(args, f.name)) is not None}
+
+
+# ---- the run's lines: progress, and one line for what failed ----------------------------------
+
+class PartFailed(Exception):
+    """An error inside one part of the run, named in its message."""
+
+
+@contextlib.contextmanager
+def clock(seconds, name, say):
+    """Time the block into seconds[name] and say when it is done; an error in it names it."""
+    t = time.perf_counter()
+    try:
+        yield
+    except (PartFailed, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise PartFailed(f"{name} failed: {type(e).__name__}: {e}") from e
+    seconds[name] = time.perf_counter() - t
+    say(f"{name}: done in {seconds[name]:.1f} s")
+
+
+def say(text):
+    """Print a line now; if nobody reads any more (python VI.py | head -1), work on quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -4,6 +4,7 @@ the same bytes for any number of workers."""
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 
@@ -28,11 +29,21 @@ def fork_map(fn, items, workers):
     global _JOB
     _JOB = fn
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(items))) as pool:
+        pool = multiprocessing.get_context("fork").Pool(min(workers, len(items)), _quiet_child)
+        with pool:
             return pool.map(_run_job, items, chunksize=1)
     finally:
         _JOB = None
 
 
 def _run_job(item):  # in a forked child: _JOB is fork_map's fn, inherited from the parent
-    return _JOB(item)
+    try:
+        return _JOB(item)
+    except StopIteration as e:  # Pool.map would take it for the end of its results and lose it
+        raise RuntimeError(f"StopIteration in a worker: {e!r}") from e
+
+
+def _quiet_child():
+    """Ctrl-C reaches the whole process group: the parent alone answers it, and stops the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
