@@ -29,7 +29,6 @@ if __name__ == "__main__":
 import argparse
 import functools
 import json
-import math
 import os
 import shutil
 import zlib
@@ -339,39 +338,6 @@ def test_log_densities(data, cfg, results, models):
                 ebm=models["truth"]["test"], ebm_fitted=models["fitted"]["test"])
 
 
-COMPARISONS = {"ebm_minus_kde": ("ebm", "kde"), "truth_minus_ebm": ("truth", "ebm"),
-               "fitted_minus_kde": ("ebm_fitted", "kde"), "ebm_minus_fitted": ("ebm", "ebm_fitted"),
-               "truth_minus_kde": ("truth", "kde")}
-
-
-def paired(a, b):
-    """Mean of log p_a - log p_b over the test points per restart (rows of (restarts, n), paired
-    by initialisation) with its standard error; over restarts, mean, sd and a standard error that
-    adds both noises. `holds` is +1 (-1) if a beats b (loses) on every restart by two of its
-    standard errors, or on average by two combined ones; else 0: no claim."""
-    d = np.atleast_2d(a - b)  # (restarts, n)
-    means, ses = d.mean(1), d.std(1, ddof=1) / math.sqrt(d.shape[1])
-    sd = float(means.std(ddof=1)) if len(means) > 1 else 0.0
-    se, mean = math.sqrt(sd**2 / len(means) + float(ses.mean()) ** 2), float(means.mean())
-    holds = next((s for s in (1, -1) if all(s * means > 2 * ses) or s * mean > 2 * se), 0)
-    return dict(per_restart=means.tolist(), se_points=ses.tolist(), mean=mean, sd=sd, se=se,
-                holds=holds, minimum=float(means.min()), maximum=float(means.max()))
-
-
-def compare(log_densities):
-    """Each density's test LL (its mean over the points; over restarts, their mean and sd) and
-    the paired differences of COMPARISONS."""
-    lls = {}
-    for name, ld in log_densities.items():
-        rows = np.atleast_2d(ld)
-        per = rows.mean(1)
-        lls[name] = dict(mean=float(per.mean()), sd=float(per.std(ddof=1)) if len(per) > 1 else 0.0,
-                         se_points=float(np.mean([mean_se(row)[1] for row in rows])),
-                         per_restart=per.tolist())
-    pairs = {key: paired(log_densities[a], log_densities[b]) for key, (a, b) in COMPARISONS.items()}
-    return dict(test_ll=lls, **pairs)
-
-
 # =============================== Section 2: variational bounds ===============================
 # For a categorical q over the K components of the mixture (Sigma_k = I, pi_k = 1/K):
 #   L(q) = sum_k q_k (log p(x, k) - log q_k),    log p(x) = L(q) + KL(q || p(z | x))      (2.1)
@@ -646,7 +612,7 @@ def run_appendix(cfg, results, log_densities, data, workers):
     seeds = [results] + [done[("seed", s)] for s in range(1, cfg.appendix_seeds)]
     return dict(seeds=[macros.seed_row(r) for r in seeds],
                 **ebm.route_summary(results["ebm"], log_densities, done, taus=cfg.ebm_taus,
-                                    restarts=cfg.ebm_restarts, pair=paired))
+                                    restarts=cfg.ebm_restarts))
 
 
 # ============================================ Outputs ============================================
@@ -705,7 +671,7 @@ def run(cfg, workers, seconds, say=print):
         results["ebm"], models = run_ebm(data, cfg, workers)
     seconds.update({f"ebm_{route}": models[route]["seconds"] for route in ("truth", "fitted")})
     log_densities = test_log_densities(data, cfg, results, models)
-    results["compare"] = compare(log_densities)  # the fitted densities, point by point
+    results["compare"] = ebm.compare(log_densities)  # the fitted densities, point by point
     with cli.clock(seconds, "vi", say):  # problems 2.2-2.4
         results["vi"], per_point = run_vi(data, cfg)
     results["claims"] = macros.claims_of(results)

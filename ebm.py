@@ -359,6 +359,41 @@ def fitted_density(run, x_test, *, half_width, step):
     return energy, cert, (energies(energy, x_test) - cert["A"]).numpy()
 
 
+# ---- problem 1.7: the fitted densities compared, point by point and over restarts --------
+
+COMPARISONS = {"ebm_minus_kde": ("ebm", "kde"), "truth_minus_ebm": ("truth", "ebm"),
+               "fitted_minus_kde": ("ebm_fitted", "kde"), "ebm_minus_fitted": ("ebm", "ebm_fitted"),
+               "truth_minus_kde": ("truth", "kde")}
+
+
+def paired(a, b):
+    """Mean of log p_a - log p_b over the test points per restart (rows of (restarts, n), paired
+    by initialisation) with its standard error; over restarts, mean, sd and a standard error that
+    adds both noises. `holds` is +1 (-1) if a beats b (loses) on every restart by two of its
+    standard errors, or on average by two combined ones; else 0: no claim."""
+    d = np.atleast_2d(a - b)  # (restarts, n)
+    means, ses = d.mean(1), d.std(1, ddof=1) / math.sqrt(d.shape[1])
+    sd = float(means.std(ddof=1)) if len(means) > 1 else 0.0
+    se, mean = math.sqrt(sd**2 / len(means) + float(ses.mean()) ** 2), float(means.mean())
+    holds = next((s for s in (1, -1) if all(s * means > 2 * ses) or s * mean > 2 * se), 0)
+    return dict(per_restart=means.tolist(), se_points=ses.tolist(), mean=mean, sd=sd, se=se,
+                holds=holds, minimum=float(means.min()), maximum=float(means.max()))
+
+
+def compare(log_densities):
+    """Each density's test LL (its mean over the points; over restarts, their mean and sd) and
+    the paired differences of COMPARISONS."""
+    lls = {}
+    for name, ld in log_densities.items():
+        rows = np.atleast_2d(ld)
+        per = rows.mean(1)
+        se_points = [row.std(ddof=1) / math.sqrt(row.size) for row in rows]
+        lls[name] = dict(mean=float(per.mean()), sd=float(per.std(ddof=1)) if len(per) > 1 else 0.0,
+                         se_points=float(np.mean(se_points)), per_restart=per.tolist())
+    pairs = {key: paired(log_densities[a], log_densities[b]) for key, (a, b) in COMPARISONS.items()}
+    return dict(test_ll=lls, **pairs)
+
+
 # ---- problem 1.7: A three ways, and the gradient of problem 1.6 measured -----------------------
 
 def partition_estimates(energy, train_sample, fresh_sample, *, half_width, step):
@@ -596,9 +631,9 @@ def train_route(route, init, x, samples, generator, *, tau, hidden, r, max_iter,
                 test_ll=float(ll.mean()), mass_outside=cert["mass_outside"]), ll
 
 
-def route_summary(e, log_densities, done, *, taus, restarts, pair):
+def route_summary(e, log_densities, done, *, taus, restarts):
     """The appendix's routes: every route at its (tau, H) with its restarts, paired by
-    pair(a, b) (VI.paired) against the KDE and each other, and the homework route at every tau.
+    paired against the KDE and each other, and the homework route at every tau.
     e = results["ebm"]; the truth and fitted routes are the main run's own models; done holds
     train_route's (row, test log-densities) of the other jobs."""
     if e["truth"]["failed_restarts"] or e["fitted"]["failed_restarts"]:
@@ -614,15 +649,15 @@ def route_summary(e, log_densities, done, *, taus, restarts, pair):
     chosen = {route: (e[key]["tau"], e[key]["hidden"]) for route, key in
               (("exact", "truth"), ("truth", "truth"), ("fitted", "fitted"), ("pcd", "fitted"))}
     routes = {route: dict(tau=t, hidden=h, needs_truth=NEEDS_TRUTH[route],
-                          restarts=rows(route, t, h), minus_kde=pair(lls(route, t, h), kde_ll))
+                          restarts=rows(route, t, h), minus_kde=paired(lls(route, t, h), kde_ll))
               for route, (t, h) in chosen.items()}
-    routes["truth"]["minus_exact"] = pair(lls("truth", *chosen["truth"]),
+    routes["truth"]["minus_exact"] = paired(lls("truth", *chosen["truth"]),
                                             lls("exact", *chosen["exact"]))
-    routes["pcd"]["minus_fitted"] = pair(lls("pcd", *chosen["pcd"]),
+    routes["pcd"]["minus_fitted"] = paired(lls("pcd", *chosen["pcd"]),
                                            lls("fitted", *chosen["fitted"]))
     hidden, widest = chosen["truth"][1], max(taus)
     return dict(routes=routes, tau_sweep=[dict(tau=t, restarts=rows("truth", t, hidden))
                                           for t in taus],
-                uninformed=dict(tau=widest, chosen_minus=pair(lls("truth", *chosen["truth"]),
+                uninformed=dict(tau=widest, chosen_minus=paired(lls("truth", *chosen["truth"]),
                                                                 lls("truth", widest, hidden)),
-                                minus_kde=pair(lls("truth", widest, hidden), kde_ll)))
+                                minus_kde=paired(lls("truth", widest, hidden), kde_ll)))

@@ -251,7 +251,7 @@ def candidate(tau, hidden):
 
 
 def verdict(comparison, wins, loses, ties):
-    """One of three phrases, by the sign of a paired comparison's `holds` (VI.paired)."""
+    """One of three phrases, by the sign of a paired comparison's `holds` (ebm.paired)."""
     return {1: wins, -1: loses, 0: ties}[comparison["holds"]]
 
 
