@@ -125,6 +125,7 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_any_work(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="the pipe test uses a POSIX shell pipe")
 def test_a_reader_that_stops_reading_does_not_stop_the_run(tmp_path):
     import subprocess
+
     from conftest import ROOT
     proc = subprocess.Popen([sys.executable, str(ROOT / "VI.py"), "--quick", "--no-figures",
                              "--out", str(tmp_path)], stdout=subprocess.PIPE,
