@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from scipy.special import i0e
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, sem
 
 import ebm
 import gmm_em
@@ -250,27 +250,25 @@ def make_data(cfg):
     return data
 
 
-def mean_se(values):
-    """Mean of per-point values and its standard error over the points."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
-
-
 def tensor(a):
     return torch.as_tensor(a, dtype=torch.float32)
 
 
 # =============================== Section 1: generative models ================================
 
+def truth_sample(x, cfg):
+    """Draws of the true mixture with their log-densities: a proposal sample of the homework's q."""
+    return ebm.Sample(tensor(x), tensor(gmm_em.log_prob(x, *gmm_em.ring(cfg.K, cfg.R))))
+
+
 def proposal_samples(data, cfg):
     """{route: (training sample, validation sample)} of the two importance-sampling routes: the
     homework's q, the true mixture (an oracle), and a Gaussian fitted to the training split."""
-    truth = lambda x: gmm_em.log_prob(x, *gmm_em.ring(cfg.K, cfg.R))
     fitted = multivariate_normal(*fitted_gaussian(data["train"])).logpdf
-    sample = lambda x, log_q: ebm.Sample(tensor(x), tensor(log_q(x)))
-    return dict(truth=(sample(data["proposal"], truth), sample(data["val_proposal"], truth)),
-                fitted=(sample(data["fitted_proposal"], fitted),
-                        sample(data["fitted_val_proposal"], fitted)))
+    sample = lambda x: ebm.Sample(tensor(x), tensor(fitted(x)))
+    truth = lambda x: truth_sample(x, cfg)
+    return dict(truth=(truth(data["proposal"]), truth(data["val_proposal"])),
+                fitted=(sample(data["fitted_proposal"]), sample(data["fitted_val_proposal"])))
 
 
 def init_energy(seed):
@@ -292,26 +290,26 @@ def fit_ebm_route(route, data, cfg):
         rungs=cfg.ebm_rungs, keep=cfg.ebm_keep, restarts=cfg.ebm_restarts,
         max_iter=cfg.ebm_max_iter, eval_every=cfg.eval_every, memory=cfg.ebm_memory,
         patience=cfg.ebm_patience, snapshot_at=cfg.ebm_checkpoints,
-        half_width=cfg.grid_half_width, step=cfg.grid_step)
-    out = dict(numbers=res, test=models["test"], seconds=models["seconds"],
+        half_width=cfg.grid_half_width, step=cfg.grid_step,
+        fresh=truth_sample(data["fresh_proposal"], cfg) if route == "truth" else None)
+    out = dict(numbers=res, test=models["test"], by_is=models["by_is"], seconds=models["seconds"],
                energy=ebm.state_as_arrays(models["energies"][0]))
     if route == "truth":
-        out["model"], out["points"] = examine_first(models, samples, data, x["test"], cfg)
+        out["model"], out["points"] = examine_first(models, samples, data, cfg)
     return out
 
 
-def examine_first(models, samples, data, x_test, cfg):
-    """Problem 1.7 and the checks beyond it on the homework route's first restart."""
-    truth = lambda p: ebm.Sample(tensor(p), tensor(gmm_em.log_prob(p, *gmm_em.ring(cfg.K, cfg.R))))
-    start = tensor(np.repeat(data["train"][:1], cfg.mala_chains, 0))  # all at one training point
-    checks = dict(train=samples["truth"][0], fresh=truth(data["fresh_proposal"]), start=start,
-                  probes=[truth(p) for p in data["probes"]])
+def examine_first(models, samples, data, cfg):
+    """Problem 1.6's checks on the homework route's first restart (MALA from one data point)."""
+    checks = dict(train=samples["truth"][0], probes=[truth_sample(p, cfg) for p in data["probes"]],
+                  start=tensor(np.repeat(data["train"][:1], cfg.mala_chains, 0)))
+    truth_ll = {k: float(gmm_em.log_prob(data[k], *gmm_em.ring(cfg.K, cfg.R)).mean())
+                for k in ("train", "val")}
     mala = dict(steps=cfg.mala_steps, adapt=cfg.mala_adapt, target=cfg.mala_target,
                 jump=cfg.mala_jump, proposal=fitted_gaussian(data["train"]))
-    generators = [torch_generator(cfg.seed, name) for name in ("mala", "grid draws")]
-    return ebm.examine(models["runs"][0], models["energies"][0], checks, x_test, K=cfg.K,
+    return ebm.examine(models["runs"][0], models["energies"][0], checks, truth_ll, K=cfg.K,
                        half_width=cfg.grid_half_width, step=cfg.grid_step, mala_settings=mala,
-                       generators=generators)
+                       generators=[torch_generator(cfg.seed, n) for n in ("mala", "grid draws")])
 
 
 def run_ebm(data, cfg, workers):
@@ -321,7 +319,8 @@ def run_ebm(data, cfg, workers):
     res = {route: d["numbers"] for route, d in zip(("truth", "fitted"), done)}
     res["model"] = done[0]["model"]
     models = {route: dict(energy=ebm.energy_from_arrays(*d["energy"]), test=d["test"],
-                          seconds=d["seconds"]) for route, d in zip(("truth", "fitted"), done)}
+                          by_is=d["by_is"], seconds=d["seconds"])
+              for route, d in zip(("truth", "fitted"), done)}
     models["samples"] = done[0]["points"]
     return res, models
 
@@ -330,12 +329,15 @@ def run_ebm(data, cfg, workers):
 
 def test_log_densities(data, cfg, results, models):
     """log p(x) on the test points of every fitted density, shape (n,), or (restarts, n) for
-    the EBMs: the truth, EM, the KDE, the EBM of each route (scikit-learn's score_samples)."""
-    x, em = data["test"], results["gmm"]["big"]
+    the EBMs: the truth, EM, the KDE, the EBM of each route with A by quadrature, the homework's
+    EBM with A by importance sampling (1.7: fresh, training sample); and those A's s.e."""
+    x, em, by_is = data["test"], results["gmm"]["big"], models["truth"]["by_is"]
     return dict(truth=gmm_em.log_prob(x, *gmm_em.ring(cfg.K, cfg.R)),
                 em=gmm_em.log_prob(x, np.array(em["means"]), np.array(em["weights"])),
                 kde=kde.log_density(x, data["train"], results["kde"]["sigma"]),
-                ebm=models["truth"]["test"], ebm_fitted=models["fitted"]["test"])
+                ebm=models["truth"]["test"], ebm_fitted=models["fitted"]["test"],
+                ebm_is=by_is["fresh"][0], ebm_is_train=by_is["train"][0]), \
+        dict(ebm_is=by_is["fresh"][1], ebm_is_train=by_is["train"][1])
 
 
 # =============================== Section 2: variational bounds ===============================
@@ -490,7 +492,7 @@ def summarise_bounds(b, R):
     worst = lambda a, c: float(np.abs(b[a] - b[c]).max())
     return dict(R=R, unif=float(np.mean(b["unif"])), post=float(np.mean(b["post"])),
                 log_p=float(np.mean(b["log_p"])), gap=float(np.mean(b["gap"])),
-                gap_se=mean_se(b["gap"])[1], gap_min=float(b["gap"].min()),
+                gap_se=float(sem(b["gap"])), gap_min=float(b["gap"].min()),
                 gap_max=float(b["gap"].max()), gap_kl_err=worst("gap", "kl_unif_post"),
                 closed_err=worst("closed", "unif"), post_err=worst("post", "log_p"))
 
@@ -670,8 +672,8 @@ def run(cfg, workers, seconds, say=print):
     with cli.clock(seconds, "ebm", say):  # problems 1.4-1.7
         results["ebm"], models = run_ebm(data, cfg, workers)
     seconds.update({f"ebm_{route}": models[route]["seconds"] for route in ("truth", "fitted")})
-    log_densities = test_log_densities(data, cfg, results, models)
-    results["compare"] = ebm.compare(log_densities)  # the fitted densities, point by point
+    log_densities, shift_se = test_log_densities(data, cfg, results, models)
+    results["compare"] = ebm.compare(log_densities, shift_se)  # point by point
     with cli.clock(seconds, "vi", say):  # problems 2.2-2.4
         results["vi"], per_point = run_vi(data, cfg)
     results["claims"] = macros.claims_of(results)

@@ -294,13 +294,17 @@ def successive_halving(runs, train_to, rungs, keep):
 
 
 def fit_route(init, x, samples, *, taus, widths, rungs, keep, restarts, max_iter, eval_every,
-              memory, patience, snapshot_at, half_width, step):
+              memory, patience, snapshot_at, half_width, step, fresh=None):
     """One importance-sampling route of problem 1.6: (tau, H) chosen by successive halving,
     then `restarts` initialisations of the choice trained until has_converged (or max_iter),
     each a fitted density with A by quadrature. init(H, tau, r) is the r-th initialisation (the
     candidates are r = 0, so the first restart continues the chosen candidate's run);
-    x = dict(train, val, test); samples = (training, validation) proposal samples.
-    Returns (numbers, models: runs, kept energies, test log-densities (restarts, n), seconds)."""
+    x = dict(train, val, test); samples = (training, validation) proposal samples; every
+    restart's A is also estimated by importance sampling (problem 1.7), from the training sample
+    and from `fresh`, an independent proposal sample, if given.
+    Returns (numbers, models: runs, kept energies, test log-densities (restarts, n) with A by
+    quadrature, and by_is: {sample: (test log-densities (restarts, n), A's s.e. per restart)},
+    seconds)."""
     validation = score(x["val"], samples[1])
     train_to = lambda run, until: train(run, x["train"], samples[0], validation, until,
                                         patience, snapshot_at)
@@ -321,16 +325,26 @@ def fit_route(init, x, samples, *, taus, widths, rungs, keep, restarts, max_iter
     if not fits:
         raise FloatingPointError(f"every restart of the chosen tau = {tau:g}, H = {h} diverged")
     models = [fitted_density(run, x["test"], half_width=half_width, step=step) for run in fits]
-    rows = [dict(restart=tried.index(run), **summary(run, cert), test_ll=float(ll.mean()),
-                 test_ll_se=float(ll.std(ddof=1) / math.sqrt(ll.size)),
-                 ess_train=log_mean_exp_se(sample_log_weights(energy, samples[0]))[2])
-            for run, (energy, cert, ll) in zip(fits, models)]
+    by = dict(train=samples[0]) if fresh is None else dict(train=samples[0], fresh=fresh)
+    rows, by_is = restart_rows(fits, tried, models, x["test"], by)
     seconds = sum(r.seconds for r in runs.values()) + sum(r.seconds for r in tried[1:])
     failed = [dict(restart=r, failed=run.failed) for r, run in enumerate(tried) if run.failed]
-    return dict(tau=tau, hidden=h, candidates=candidates, restarts=rows,
+    return dict(tau=tau, hidden=h, candidates=candidates, restarts=rows, by_is=is_summary(rows),
                 failed_restarts=failed), \
         dict(runs=fits, energies=[m[0] for m in models], test=np.stack([m[2] for m in models]),
-             seconds=seconds)
+             by_is=by_is, seconds=seconds)
+
+
+def restart_rows(fits, tried, models, x_test, by):
+    """Each trained restart's numbers, A by quadrature and by importance sampling from each
+    sample of `by`; by_is: {sample: (test log-densities (restarts, n), A's s.e. per restart)}."""
+    is_ = [importance_sampled(energy, x_test, by, cert["A"]) for energy, cert, _ in models]
+    rows = [dict(restart=tried.index(run), **summary(run, cert), test_ll=float(ll.mean()),
+                 test_ll_se=float(ll.std(ddof=1) / math.sqrt(ll.size)),
+                 ess_train=numbers["train"]["ess"], by_is=numbers)
+            for run, (energy, cert, ll), (numbers, _) in zip(fits, models, is_)]
+    return rows, {name: (np.stack([points[name] for _, points in is_]),
+                         [numbers[name]["A_se"] for numbers, _ in is_]) for name in by}
 
 
 def summary(run, cert):
@@ -359,20 +373,60 @@ def fitted_density(run, x_test, *, half_width, step):
     return energy, cert, (energies(energy, x_test) - cert["A"]).numpy()
 
 
+def importance_sampled(energy, x_test, samples, a_grid):
+    """Problem 1.7 as asked, from each proposal sample of `samples` ({name: Sample}): A_hat with
+    its standard error and ESS, the test log-densities E(x_test) - A_hat (n,), how far A_hat is
+    from A by quadrature, and A - E_q[E - log q] = KL(q || p_theta), Jensen's gap, which is
+    KL(p || p_theta) when q is the true density. Returns ({name: numbers}, {name: points})."""
+    e_test, numbers, points = energies(energy, x_test), {}, {}
+    for name, sample in samples.items():
+        log_w = sample_log_weights(energy, sample)
+        a, se, ess = log_mean_exp_se(log_w)
+        jensen, jensen_se = jensen_bound_se(log_w)
+        points[name] = (e_test - a).numpy()
+        numbers[name] = dict(A=a, A_se=se, ess=ess, A_grid_minus=a_grid - a,
+                             test_ll=float(points[name].mean()), kl_jensen=a_grid - jensen,
+                             kl_jensen_se=jensen_se)
+    return numbers, points
+
+
+def spread(values):
+    """Mean and sd over restarts (sd None for one restart: undefined), and the extremes."""
+    v = np.asarray(values, dtype=float)
+    return dict(mean=float(v.mean()), sd=float(v.std(ddof=1)) if v.size > 1 else None,
+                minimum=float(v.min()), maximum=float(v.max()))
+
+
+def is_summary(rows):
+    """Every number of importance_sampled over the restarts, per sample: spread of each, and the
+    distance of A by quadrature from A_hat in A_hat's standard errors, its least (signed) and its
+    largest (in absolute value)."""
+    out = {}
+    for name, keys in rows[0]["by_is"].items():
+        out[name] = {key: spread([r["by_is"][name][key] for r in rows]) for key in keys}
+        gaps = [r["by_is"][name]["A_grid_minus"] / r["by_is"][name]["A_se"] for r in rows]
+        out[name].update(min_gap_in_se=min(gaps), max_gap_in_se=max(map(abs, gaps)))
+    return out
+
+
 # ---- problem 1.7: the fitted densities compared, point by point and over restarts --------
 
-COMPARISONS = {"ebm_minus_kde": ("ebm", "kde"), "truth_minus_ebm": ("truth", "ebm"),
+COMPARISONS = {"ebm_is_minus_kde": ("ebm_is", "kde"), "truth_minus_ebm_is": ("truth", "ebm_is"),
+               "ebm_minus_kde": ("ebm", "kde"), "truth_minus_ebm": ("truth", "ebm"),
                "fitted_minus_kde": ("ebm_fitted", "kde"), "ebm_minus_fitted": ("ebm", "ebm_fitted"),
                "truth_minus_kde": ("truth", "kde")}
 
 
-def paired(a, b):
+def paired(a, b, shift_se=0.0):
     """Mean of log p_a - log p_b over the test points per restart (rows of (restarts, n), paired
     by initialisation) with its standard error; over restarts, mean, sd and a standard error that
-    adds both noises. `holds` is +1 (-1) if a beats b (loses) on every restart by two of its
-    standard errors, or on average by two combined ones; else 0: no claim."""
+    adds both noises. shift_se (per restart) is the s.e. of a shift common to a restart's points,
+    an A by importance sampling: it adds to the points' s.e. `holds` is +1 (-1) if a beats b
+    (loses) on every restart by two of its standard errors, or on average by two combined ones;
+    else 0: no claim."""
     d = np.atleast_2d(a - b)  # (restarts, n)
-    means, ses = d.mean(1), d.std(1, ddof=1) / math.sqrt(d.shape[1])
+    means = d.mean(1)
+    ses = np.hypot(d.std(1, ddof=1) / math.sqrt(d.shape[1]), shift_se)
     sd = float(means.std(ddof=1)) if len(means) > 1 else 0.0
     se, mean = math.sqrt(sd**2 / len(means) + float(ses.mean()) ** 2), float(means.mean())
     holds = next((s for s in (1, -1) if all(s * means > 2 * ses) or s * mean > 2 * se), 0)
@@ -380,9 +434,11 @@ def paired(a, b):
                 holds=holds, minimum=float(means.min()), maximum=float(means.max()))
 
 
-def compare(log_densities):
+def compare(log_densities, shift_se=None):
     """Each density's test LL (its mean over the points; over restarts, their mean and sd) and
-    the paired differences of COMPARISONS."""
+    the paired differences of COMPARISONS; shift_se = {name: s.e. of its A per restart} for the
+    densities whose A is an importance-sampling estimate."""
+    shift_se = shift_se or {}
     lls = {}
     for name, ld in log_densities.items():
         rows = np.atleast_2d(ld)
@@ -390,29 +446,29 @@ def compare(log_densities):
         se_points = [row.std(ddof=1) / math.sqrt(row.size) for row in rows]
         lls[name] = dict(mean=float(per.mean()), sd=float(per.std(ddof=1)) if len(per) > 1 else 0.0,
                          se_points=float(np.mean(se_points)), per_restart=per.tolist())
-    pairs = {key: paired(log_densities[a], log_densities[b]) for key, (a, b) in COMPARISONS.items()}
+    pairs = {key: paired(log_densities[a], log_densities[b], shift_se.get(a, 0.0))
+             for key, (a, b) in COMPARISONS.items()}
     return dict(test_ll=lls, **pairs)
 
 
 # ---- problem 1.7: A three ways, and the gradient of problem 1.6 measured -----------------------
 
-def partition_estimates(energy, train_sample, fresh_sample, *, half_width, step):
-    """A from the training proposal sample and from a fresh one, each with its delta-method
-    standard error and ESS; Jensen's lower bound E_q[E - log q] from the fresh sample; A by
-    quadrature, and how far enlarging its box by half or halving its step moves it."""
-    lw_train, lw_fresh = (sample_log_weights(energy, s) for s in (train_sample, fresh_sample))
-    a_train, se_train, ess_train = log_mean_exp_se(lw_train)
-    a_fresh, se_fresh, ess_fresh = log_mean_exp_se(lw_fresh)
-    jensen, jensen_se = jensen_bound_se(lw_fresh)
+def quadrature_check(energy, *, half_width, step):
+    """A by quadrature, and how far enlarging its box by half or halving its step moves it."""
     grid = quadrature_log_partition(energy, half_width=half_width, step=step)
     h, a = grid["half_width"], grid["A"]
     moved = max(abs(log_partition_grid(energy, half_width=hw, step=s) - a)
                 for hw, s in ((1.5 * h, step), (h, step / 2)))
-    return dict(A_train_is=a_train, A_train_se=se_train, ess_train=ess_train, A_fresh_is=a_fresh,
-                A_fresh_se=se_fresh, ess_fresh=ess_fresh, jensen_bound=jensen,
-                jensen_se=jensen_se, A_grid=a, grid_half_width=h, grid_delta=moved,
-                mass_outside=grid["mass_outside"], A_grid_minus_train=a - a_train,
-                A_grid_minus_fresh=a - a_fresh, A_train_gap_ratio=(a - a_train) / se_train)
+    return dict(A_grid=a, grid_half_width=h, grid_delta=moved, mass_outside=grid["mass_outside"])
+
+
+def overfit(run, truth_ll):
+    """At the kept iterate: the objective's lead over the validation LL, the true density's own
+    lead of the training over the validation data (truth_ll = dict(train, val)), and what is
+    left of the first, the overfit."""
+    at = lambda key: float(np.interp(run.best_iteration, run.steps, getattr(run, key)))
+    gap, own = at("objective") - at("val_ll"), truth_ll["train"] - truth_ll["val"]
+    return dict(gap=gap, truth_gap=own, overfit=gap - own)
 
 
 def relative_error_and_cosine(estimate, reference):
@@ -440,16 +496,12 @@ def gradient_errors(energy, states, train_sample, probes, exact):
     return rows
 
 
-def examine(run, energy, samples, x_test, *, K, half_width, step, mala_settings, generators):
-    """Problems 1.6-1.7 on one trained model: A three ways with standard errors, the IS gradient
-    against quadrature along training, samples by MALA. samples = dict(train, fresh, probes,
+def examine(run, energy, samples, truth_ll, *, K, half_width, step, mala_settings, generators):
+    """Problem 1.6's checks on one trained model: its quadrature box, its overfit, the IS
+    gradient against quadrature along training, samples by MALA. samples = dict(train, probes,
     start). Returns (numbers, dict(mala, exact) points)."""
-    res = partition_estimates(energy, samples["train"], samples["fresh"], half_width=half_width,
-                              step=step)
-    e_test = float(energies(energy, x_test).mean())
-    res.update({f"test_ll_{k}": e_test - res[f"A_{k}"] for k in ("train_is", "fresh_is", "grid")})
-    # with q = p the Jensen gap A - E_p[E - log p] is E_p[log p - log p_theta] = KL(p || p_theta)
-    res["kl_from_jensen"] = res["A_grid"] - res["jensen_bound"]
+    res = quadrature_check(energy, half_width=half_width, step=step)
+    res["overfit"] = overfit(run, truth_ll)
     states = {it: st for it, st in run.snapshots.items() if it < run.best_iteration}
     states[run.best_iteration] = run.best_state
     exact = grid_sample(half_width=res["grid_half_width"], step=step)

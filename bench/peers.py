@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import ebm  # noqa: E402
 import gmm_em  # noqa: E402
 import kde  # noqa: E402
 import VI  # noqa: E402
@@ -225,7 +226,7 @@ def flow_macros(record, results, log_densities):
     """LaTeX macros of the flow's paragraph: the record's flow against the current run's EBM
     restarts, point by point. Every time quoted is the record's (flow and EBM timed together)."""
     flow = np.array(record["per_point"])
-    lead = VI.paired(log_densities["ebm"], flow)
+    lead = ebm.paired(log_densities["ebm"], flow)
     verdict = macros.verdict(
         lead, "the EBM beats the flow", "the flow beats the EBM", "neither beats the other"
     )
