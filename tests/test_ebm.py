@@ -203,6 +203,56 @@ def test_is_estimates_converge_to_quadrature_as_M_grows():
     assert a2 < 0.01 and g2 < 0.05 * float(g_ref.norm())
 
 
+def test_problem_17_by_importance_sampling_matches_closed_forms():
+    # E = b - ||x||^2 / (2 tau^2) is N(0, tau^2 I) up to A; q = N(0, s^2 I). Then
+    # KL(q || p_theta) = 2 log(tau / s) + s^2 / tau^2 - 1 in d = 2, and the test LL with A_hat is
+    # the mean of E over the test points less A_hat (a naive loop).
+    tau, s = 3.0, 6.0
+    energy, exact = gaussian_energy(b=0.7, tau=tau)
+    x_test = torch.tensor(np.random.default_rng(3).normal(size=(50, 2)) * tau)
+    numbers, points = ebm.importance_sampled(energy, x_test, {"q": gaussian_proposal(20_000, 9)},
+                                             exact)
+    n = numbers["q"]
+    assert abs(n["A"] - exact) < 4 * n["A_se"] and n["A_grid_minus"] == exact - n["A"]
+    with torch.no_grad():
+        naive = [float(energy(x[None])[0]) - n["A"] for x in x_test]
+    np.testing.assert_allclose(points["q"], naive, rtol=0, atol=1e-12)
+    assert math.isclose(n["test_ll"], np.mean(naive), abs_tol=1e-12)
+    kl = 2 * math.log(tau / s) + s * s / tau**2 - 1
+    assert abs(n["kl_jensen"] - kl) < 4 * n["kl_jensen_se"]
+
+
+def test_a_shift_common_to_a_restarts_points_adds_its_standard_error():
+    # 3 restarts, each 0.1 ahead of b on 400 points with noise 0.01: a clear lead, unless each
+    # restart's A carries an s.e. of 1, which must then hide it.
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=(3, 400))
+    a = b + 0.1 + 0.01 * rng.normal(size=(3, 400))
+    assert ebm.paired(a, b)["holds"] == 1
+    shifted = ebm.paired(a, b, shift_se=[1.0, 1.0, 1.0])
+    assert shifted["holds"] == 0
+    point_se = (a - b).std(1, ddof=1) / math.sqrt(400)
+    np.testing.assert_allclose(shifted["se_points"], np.sqrt(point_se**2 + 1.0), rtol=1e-12)
+
+
+def test_the_overfit_is_the_gap_at_the_kept_iterate_less_the_truths_own():
+    run = type("Run", (), {})()  # what overfit reads of a training run
+    run.steps, run.objective, run.val_ll, run.best_iteration = [0, 20, 40], [-6, -5.0, -4.9], \
+        [-6.5, -5.2, -5.3], 20
+    out = ebm.overfit(run, dict(train=-5.05, val=-5.1))
+    assert math.isclose(out["gap"], 0.2) and math.isclose(out["truth_gap"], 0.05)
+    assert math.isclose(out["overfit"], 0.15)
+
+
+def test_a_summary_over_restarts_is_their_mean_and_sd_and_one_restart_has_no_sd():
+    rows = [dict(by_is=dict(q=dict(A_grid_minus=g, A_se=0.5))) for g in (0.2, -0.6, 1.0)]
+    out = ebm.is_summary(rows)["q"]
+    assert math.isclose(out["A_grid_minus"]["mean"], 0.2)
+    assert math.isclose(out["A_grid_minus"]["sd"], np.std([0.2, -0.6, 1.0], ddof=1))
+    assert math.isclose(out["min_gap_in_se"], -1.2) and math.isclose(out["max_gap_in_se"], 2.0)
+    assert ebm.is_summary(rows[:1])["q"]["A_se"]["sd"] is None
+
+
 def test_standard_errors_match_the_spread_of_independent_estimates():
     # 400 independent samples of M = 2000: the sd of A_hat (and of the Jensen estimate) over
     # them against the delta-method formula, averaged. The sd of 400 draws is itself known to
