@@ -66,7 +66,7 @@ def test_saved_data_and_energy_reproduce_the_reported_likelihood(quick):
     assert np.array_equal(per_point, e.numpy() - a)
 
 
-def test_every_reported_model_has_a_certified_quadrature_box(quick):
+def test_every_reported_model_has_a_quadrature_box_with_its_outside_mass_measured(quick):
     # every A quoted by quadrature comes with the mass outside its box, measured: at most 1e-6
     for path in (quick / "results.json", ROOT / "plots" / "results.json"):
         if path.exists():

@@ -219,7 +219,7 @@ CLAIMS = {  # name: (the claim as the seed sweep's table prints it (LaTeX), test
     "restartsConverged": ("every restart stops by the convergence rule",
                           lambda r: all(x["converged"] for k in ("truth", "fitted")
                                         for x in r["ebm"][k]["restarts"])),
-    "boxCertified": ("every quadrature box holds all but $10^{-6}$ of its model's mass",
+    "boxMeasured": ("every quadrature box holds all but $10^{-6}$ of its model's mass (measured)",
                      lambda r: max_mass_outside(r) <= 1e-6),
     "freshAgrees": ("fresh-sample IS $A$ within 3 s.e.\\ of quadrature on every restart",
                     lambda r: r["ebm"]["truth"]["by_is"]["fresh"]["max_gap_in_se"] < 3),
