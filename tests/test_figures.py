@@ -195,3 +195,44 @@ def test_no_annotation_sits_on_a_plotted_line(figures, name):
         for t in ax.texts:
             if t.get_visible() and t.get_text().strip():
                 assert not inside(points, t.get_window_extent()).any(), (name, t.get_text())
+
+
+LINE_WORDS = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dotted"}
+
+
+def figure_environments():
+    """{figure name: the text of the write-up's figure environment that includes it}."""
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "theory").glob("*.tex"))
+    environments = re.findall(r"\\begin\{figure\}(.*?)\\end\{figure\}", source, re.S)
+    return {re.search(r"\\includegraphics\{(\w+)\}", e).group(1): e for e in environments}
+
+
+def line_styles(artists):
+    """(line style, RGBA colour) of every visible drawn line among artists (markers alone and
+    invisible lines have no line style to name)."""
+    from matplotlib.colors import to_rgba
+
+    return {
+        (line.get_linestyle(), to_rgba(line.get_color()))
+        for line in artists
+        if line.get_visible() and line.get_linestyle() in LINE_WORDS and line.get_linewidth() > 0
+    }
+
+
+@pytest.mark.parametrize("name", FIGURE_NAMES)
+def test_every_line_style_is_named_in_a_legend_or_the_caption(figures, name):
+    """A drawn line is named by a legend entry of its style and colour anywhere in the figure, by
+    an entry of its style in its own axes' legend (one entry standing for lines of several
+    colours), or by its style's word (dashed, dotted, ...) in its axes' title or the caption."""
+    from matplotlib.lines import Line2D
+
+    fig, caption = figures[name], figure_environments()[name]
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    in_legends = {s for legend in legends for s in line_styles(legend.findobj(Line2D))}
+    for ax in fig.axes:
+        own = ax.get_legend()
+        own_styles = {ls for ls, _ in line_styles(own.findobj(Line2D))} if own else set()
+        for ls, colour in line_styles(ax.lines):
+            word = LINE_WORDS[ls]
+            named = (ls, colour) in in_legends or ls in own_styles
+            assert named or word in ax.get_title() or word in caption, (name, ax.get_title(), word)
