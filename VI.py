@@ -686,6 +686,7 @@ def main(argv=None):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         check(cfg)
+        figures.check_matplotlib(drawing=not args.no_figures)
         os.makedirs(args.out, exist_ok=True)
         held = outputs.lock(args.out)
     except (ValueError, OSError) as e:

@@ -101,6 +101,18 @@ def render_figure(job):
     plt.close(fig)
 
 
+def check_matplotlib(drawing=True):
+    """Raise ValueError (one line) if the figures will be drawn and matplotlib cannot load, as
+    when MPLBACKEND names no backend (the figures use Agg whatever it names)."""
+    if not drawing:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError as e:
+        raise ValueError(f"matplotlib cannot load: {e}; unset MPLBACKEND (the figures use Agg) "
+                         "or run with --no-figures") from None
+
+
 def render_figures(out, specs, pmap):
     """Every figure of specs saved to out, shared among workers by pmap (VI.fork_map)."""
     import matplotlib
