@@ -626,8 +626,7 @@ def write_outputs(out, results, seconds, arrays, energy, appendix=None, say=prin
     tex = macros.macro_file(macros.macros_of(results, missing=missing), "python VI.py")
     for name, content in arrays.items():
         outputs.write_npz(os.path.join(out, name), content)
-    outputs.atomic_write(os.path.join(out, "ebm_energy.pt"),
-                         lambda tmp: ebm.save_energy(energy, tmp))
+    ebm.save_energy(energy, os.path.join(out, "ebm_energy.pt"))
     outputs.write_text(os.path.join(out, "timings.json"), outputs.dump(seconds))
     outputs.write_text(os.path.join(out, "results.json"), outputs.dump(results))
     outputs.write_text(os.path.join(out, "results.tex"), tex)
