@@ -157,6 +157,7 @@ def demands(c):
     """(option, bytes of the largest array it makes, evaluations of the work it asks for), in
     float64 and a few copies for autograd: an estimate to refuse what no laptop can run."""
     side = 2 * 1.5 * max(c.grid_half_width, c.R + 10) / c.grid_step  # the grown quadrature box
+    gap_side = 2 * (max(c.R, c.R_small) + 12) / 0.1  # expected_gap_quadrature's grid
     H, K, n = max(c.ebm_widths), c.K, c.n
     return [
         ("the box (--grid-half-width or --R over --grid-step)", side * side * H * 24, 0),
@@ -175,7 +176,7 @@ def demands(c):
          c.ebm_max_iter * (c.M + n) * c.ebm_restarts * H),
         ("--kl-grid", (c.kl_grid[1] - c.kl_grid[0]) / c.kl_grid[2] * 24, 0),
         ("--sigma-num (with --n)", 0, c.sigma_num * n * n),
-        ("--R or --R-small (with --K)", (2 * (max(c.R, c.R_small) + 12) / 0.1) ** 2 * K * 24, 0)]
+        ("--R or --R-small (with --K)", gap_side * gap_side * K * 24, 0)]
 
 
 def check(c):
