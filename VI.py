@@ -65,7 +65,7 @@ class Config:
     # EM (1.2)
     em_restarts: int = setting(5, "k-means++ starts, each on its own stream")
     em_tol: float = setting(1e-8, "stop once an EM step moves no parameter by more")
-    em_max_maps: int = setting(20000, "cap on the EM iterations of one start")
+    em_max_maps: int = setting(20000, "cap on the EM iterations of one start (>= 2)")
     # KDE (1.3): the variance sigma is searched on a log grid, then refined
     sigma_min: float = setting(1e-2, "smallest kernel variance searched")
     sigma_max: float = setting(1e1, "largest kernel variance searched")
@@ -121,12 +121,14 @@ QUICK = dict(n=200, em_restarts=2, sigma_num=15, M=1000, M_val=2000, M_fresh=200
 ANY = {"kl_p_means", "kl_q", "kl_grid", "kl_starts"}  # any finite value (kl_q, kl_grid below)
 AT_LEAST = {"seed": 0, "R": 0, "R_small": 0, "mala_adapt": 0, "ebm_checkpoints": 0,
             "ebm_restarts": 2, "grad_samples": 2, "mala_chains": 2, "K_max": 2, "iwae_reps": 2,
+            "em_max_maps": 2,  # plain EM's gain in log-likelihood needs two iterations
             "n": 3,  # the fitted Gaussian's covariance needs three points in the plane
             "M": 2, "M_val": 2, "M_fresh": 2}  # a standard error needs two draws
 RELATIONS = [  # rules that tie settings together, with the message that names what to change
     (lambda c: c.K <= c.n, "--K cannot exceed --n: each component needs a point"),
     (lambda c: c.sigma_min <= c.sigma_max, "--sigma-min cannot exceed --sigma-max"),
     (lambda c: c.grid_step < c.grid_half_width, "--grid-step must be below --grid-half-width"),
+    (lambda c: max(c.ebm_taus) < 1e154, "--ebm-taus must be below 1e154 (tau^2 must be a float)"),
     (lambda c: 0 < c.mala_jump < 1 and 0 < c.mala_target < 1,
      "--mala-jump and --mala-target must be between 0 and 1"),
     (lambda c: list(c.ebm_rungs) == sorted(set(c.ebm_rungs)), "--ebm-rungs must increase"),
@@ -141,7 +143,7 @@ RELATIONS = [  # rules that tie settings together, with the message that names w
     (lambda c: kl_grid_covers(c), "--kl-grid must reach 10 sd beyond every mode of p and q and "
      "have a step below a tenth of the smallest sd (else the KL integrals are wrong)"),
 ]
-GiB, LIMIT = 2**30, 4 * 2**30  # the largest array a run may make, and the work: 1e11 evaluations
+GiB, LIMIT, WORK = 2**30, 4 * 2**30, 1e11  # the largest array a run may make; the most work
 
 
 def kl_grid_covers(c):
@@ -155,13 +157,15 @@ def demands(c):
     """(option, bytes of the largest array it makes, evaluations of the work it asks for), in
     float64 and a few copies for autograd: an estimate to refuse what no laptop can run."""
     side = 2 * 1.5 * max(c.grid_half_width, c.R + 10) / c.grid_step  # the grown quadrature box
+    gap_side = 2 * (max(c.R, c.R_small) + 12) / 0.1  # expected_gap_quadrature's grid
     H, K, n = max(c.ebm_widths), c.K, c.n
     return [
         ("the box (--grid-half-width or --R over --grid-step)", side * side * H * 24, 0),
         ("--M (times --grad-samples)", c.M * c.grad_samples * H * 24, 0),
         ("--M-fresh", min(c.M_fresh, 2**16) * H * 24 + c.M_fresh * 24, 0),
         ("--M-val", c.M_val * H * 24, 0),
-        ("--n (with --K, --em-max-maps)", n * max(n, K) * 24, c.em_max_maps * n * K),
+        ("--n (with --K, --em-max-maps, --em-restarts)", n * max(n, K) * 24,
+         c.em_max_maps * n * K * (c.em_restarts + 1)),
         ("--mala-chains (times --mala-steps + --mala-adapt)", c.mala_chains * H * 24,
          c.mala_chains * (c.mala_steps + c.mala_adapt)),
         ("--K-max (with --limit-points)", c.K_max * c.limit_points * 24,
@@ -171,24 +175,21 @@ def demands(c):
         ("--ebm-max-iter (with --M, --n, --ebm-restarts)", 0,
          c.ebm_max_iter * (c.M + n) * c.ebm_restarts * H),
         ("--kl-grid", (c.kl_grid[1] - c.kl_grid[0]) / c.kl_grid[2] * 24, 0),
-        ("--sigma-num (with --n)", 0, c.sigma_num * n * n)]
+        ("--sigma-num (with --n)", 0, c.sigma_num * n * n),
+        ("--R or --R-small (with --K)", gap_side * gap_side * K * 24, 0)]
 
 
-def affordable(c):
-    """Raise ValueError naming the option if the run needs more memory or work than LIMIT."""
+def check(c):
+    """Raise ValueError, naming the option to change, if c cannot be run: a rule of cli.check
+    broken, or an array over LIMIT bytes or work over WORK evaluations asked for."""
+    cli.check(c, AT_LEAST, ANY, RELATIONS)
     for name, size, work in demands(c):
         if size > LIMIT:
             raise ValueError(f"{name} asks for an array of about {size / GiB:.3g} GiB; the limit "
                              f"is {LIMIT / GiB:g} GiB: make these smaller")
-        if work > 1e11:
+        if work > WORK:
             raise ValueError(f"{name} asks for about {work:.2g} evaluations, hours to days of "
                              "work: make these smaller")
-
-
-def check(cfg):
-    """Raise ValueError, naming the option to change, if cfg cannot be run."""
-    cli.check(cfg, AT_LEAST, ANY, RELATIONS)
-    affordable(cfg)
 
 
 def parse_args(argv):
@@ -628,8 +629,7 @@ def write_outputs(out, results, seconds, arrays, energy, appendix=None, say=prin
     tex = macros.macro_file(macros.macros_of(results, missing=missing), "python VI.py")
     for name, content in arrays.items():
         outputs.write_npz(os.path.join(out, name), content)
-    outputs.atomic_write(os.path.join(out, "ebm_energy.pt"),
-                         lambda tmp: ebm.save_energy(energy, tmp))
+    ebm.save_energy(energy, os.path.join(out, "ebm_energy.pt"))
     outputs.write_text(os.path.join(out, "timings.json"), outputs.dump(seconds))
     outputs.write_text(os.path.join(out, "results.json"), outputs.dump(results))
     outputs.write_text(os.path.join(out, "results.tex"), tex)
@@ -688,6 +688,7 @@ def main(argv=None):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         check(cfg)
+        figures.check_matplotlib(drawing=not args.no_figures)
         os.makedirs(args.out, exist_ok=True)
         held = outputs.lock(args.out)
     except (ValueError, OSError) as e:

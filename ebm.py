@@ -417,18 +417,27 @@ COMPARISONS = {"ebm_is_minus_kde": ("ebm_is", "kde"), "truth_minus_ebm_is": ("tr
                "truth_minus_kde": ("truth", "kde")}
 
 
+def restart_sd(values, over_restarts):
+    """The sd of values over restarts; of one restart NaN (undefined: null in results.json, n/a
+    in the macros); of a density fitted once, without restarts, 0."""
+    if len(values) > 1:
+        return float(np.std(values, ddof=1))
+    return math.nan if over_restarts else 0.0
+
+
 def paired(a, b, shift_se=0.0):
     """Mean of log p_a - log p_b over the test points per restart (rows of (restarts, n), paired
     by initialisation) with its standard error; over restarts, mean, sd and a standard error that
     adds both noises. shift_se (per restart) is the s.e. of a shift common to a restart's points,
     an A by importance sampling: it adds to the points' s.e. `holds` is +1 (-1) if a beats b
     (loses) on every restart by two of its standard errors, or on average by two combined ones;
-    else 0: no claim."""
+    else 0: no claim. With one restart the standard error is the points' alone."""
     d = np.atleast_2d(a - b)  # (restarts, n)
     means = d.mean(1)
     ses = np.hypot(d.std(1, ddof=1) / math.sqrt(d.shape[1]), shift_se)
-    sd = float(means.std(ddof=1)) if len(means) > 1 else 0.0
-    se, mean = math.sqrt(sd**2 / len(means) + float(ses.mean()) ** 2), float(means.mean())
+    sd = restart_sd(means, np.ndim(a - b) == 2)
+    spread = sd**2 / len(means) if len(means) > 1 else 0.0
+    se, mean = math.sqrt(spread + float(ses.mean()) ** 2), float(means.mean())
     holds = next((s for s in (1, -1) if all(s * means > 2 * ses) or s * mean > 2 * se), 0)
     return dict(per_restart=means.tolist(), se_points=ses.tolist(), mean=mean, sd=sd, se=se,
                 holds=holds, minimum=float(means.min()), maximum=float(means.max()))
@@ -444,7 +453,7 @@ def compare(log_densities, shift_se=None):
         rows = np.atleast_2d(ld)
         per = rows.mean(1)
         se_points = [row.std(ddof=1) / math.sqrt(row.size) for row in rows]
-        lls[name] = dict(mean=float(per.mean()), sd=float(per.std(ddof=1)) if len(per) > 1 else 0.0,
+        lls[name] = dict(mean=float(per.mean()), sd=restart_sd(per, np.ndim(ld) == 2),
                          se_points=float(np.mean(se_points)), per_restart=per.tolist())
     pairs = {key: paired(log_densities[a], log_densities[b], shift_se.get(a, 0.0))
              for key, (a, b) in COMPARISONS.items()}

@@ -260,11 +260,12 @@ def em_experiment(x_train, x_test, R, K, rng_of, restarts, tol, max_maps, plain_
     """Problem 1.2 at radius R: EM for (pi, mu), Sigma = I, run to its maximum from `restarts`
     k-means++ starts (rng_of(r) the generator of start r); its errors and log-likelihoods; plain
     EM's progress from the same start and where a rule on the log-likelihood alone stops; how
-    far L-BFGS moves from EM's end (a check)."""
+    far L-BFGS moves from EM's end (a check). Plain EM runs plain_iterations maps, at most
+    max_maps."""
     means, weights = ring(K, R)
     fit = fit_em(x_train, K, [rng_of(r) for r in range(restarts)], tol, max_maps)
     start = kmeans_pp_init(x_train, K, rng_of(fit.restart))
-    plain = em(x_train, start, 0.0, plain_iterations, accelerate=False).history
+    plain = em(x_train, start, 0.0, min(plain_iterations, max_maps), accelerate=False).history
     stop = 1 + int(np.argmax(np.diff(plain) < 1e-6))  # where a rule on the LL gain stops
     early = em(x_train, start, 0.0, stop, accelerate=False).means  # same start: labels
     ref_means, _, ref_ll = maximise_likelihood(x_train, fit.means, fit.weights)

@@ -4,10 +4,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import os  # noqa: E402
+
 import pytest  # noqa: E402
 
-import VI  # noqa: E402
 from tools import pins  # noqa: E402
+
+# One thread per library, as python VI.py has (pin_numerics): set before numpy and torch load,
+# else each small matrix product of an in-process run wakes a pool of threads that spin.
+os.environ.update(pins.THREADS)
+
+import VI  # noqa: E402
 
 FIGURES = [
     "em",
@@ -89,7 +96,6 @@ PROCESSES = {  # name: (arguments of python, environment changes)
 def processes(tmp_path_factory):
     """python VI.py as a user runs it, each in a process of its own, two at a time, in an
     environment without the pins (as a user's shell has it). {name: (process, its --out folder)}"""
-    import os
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 

@@ -3,6 +3,7 @@ number of worker processes and from fork, a run clean of warnings, and its refus
 
 import json
 import subprocess
+import sys
 from dataclasses import fields, replace
 
 import numpy as np
@@ -172,6 +173,31 @@ def test_an_unwritable_output_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder", encoding="utf-8")
     status, err = main("--quick", "--out", blocker / "sub")
     assert status == 2 and err.startswith("VI.py: error:") and err.count("\n") == 1
+
+
+def test_a_worker_that_raises_stop_iteration_fails_the_map_and_loses_no_result():
+    # Pool.map takes a StopIteration from a job for the end of its results: [0, None, 2]
+    from tools import processes
+
+    if not processes.can_fork():
+        pytest.skip("no fork here, or this process has threads")
+
+    def job(i):
+        if i == 1:
+            raise StopIteration("job 1")
+        return i
+
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        processes.fork_map(job, [0, 1, 2], 2)
+
+
+def test_a_bad_matplotlib_backend_is_refused_in_one_line_before_any_work(tmp_path, monkeypatch):
+    # MPLBACKEND is read when matplotlib loads: loaded afresh here (the original comes back)
+    monkeypatch.setenv("MPLBACKEND", "nonsense")
+    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+    status, err = main("--quick", "--out", tmp_path / "never")
+    assert status == 2 and err.count("\n") == 1 and err.startswith("VI.py: error:"), err
+    assert "MPLBACKEND" in err and "nonsense" in err and not (tmp_path / "never").exists()
 
 
 def python39():

@@ -564,3 +564,23 @@ def test_a_proposal_fitted_to_the_data_estimates_a_trained_models_A(quick):
     a_hat, se, ess = ebm.log_mean_exp_se(ebm.sample_log_weights(energy, sample))
     a = ebm.quadrature_log_partition(energy, half_width=20.0, step=0.1)["A"]
     assert abs(a_hat - a) < 3 * se and ess > 1000
+
+
+def test_one_restart_has_no_sd_and_the_json_holds_null_for_it():
+    # a restart that diverged leaves one: its sd over restarts is undefined, not 0; a density
+    # fitted once (the KDE) has no restarts and no spread
+    from tools import outputs
+
+    rng = np.random.default_rng(0)
+    kde, one = rng.normal(size=50), rng.normal(size=(1, 50))
+    res = ebm.compare(dict(truth=kde + 1, em=kde, kde=kde, ebm=one, ebm_fitted=one + 0.5,
+                           ebm_is=one - 0.1, ebm_is_train=one))
+    assert math.isnan(res["test_ll"]["ebm"]["sd"]) and math.isnan(res["ebm_minus_kde"]["sd"])
+    assert res["test_ll"]["kde"]["sd"] == 0.0 and res["truth_minus_kde"]["sd"] == 0.0
+    assert res["ebm_minus_kde"]["se"] == pytest.approx(res["ebm_minus_kde"]["se_points"][0])
+    _, undefined = outputs.nulled(dict(compare=res))
+    assert {"compare.test_ll.ebm.sd", "compare.ebm_minus_kde.sd"} <= set(undefined)
+    two = ebm.compare(dict(truth=kde, em=kde, kde=kde, ebm=np.vstack([one, one + 1]),
+                           ebm_fitted=np.vstack([one, one]), ebm_is=np.vstack([one, one]),
+                           ebm_is_train=np.vstack([one, one])))
+    assert two["test_ll"]["ebm"]["sd"] == pytest.approx(math.sqrt(0.5))

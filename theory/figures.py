@@ -11,7 +11,6 @@ import torch
 import ebm
 import gmm_em
 import kde
-from tools.outputs import atomic_write
 
 TEXT_WIDTH = 6.75  # inches: US letter less two 2.2 cm margins (theory.tex's geometry)
 STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8,
@@ -96,9 +95,20 @@ def render_figure(job):
     out, name, spec = job
     fig = draw_figure(*spec)
     for ext, options in (("pdf", {}), ("png", {"pil_kwargs": {"compress_level": 1}})):
-        save = lambda tmp, ext=ext, kw=options: fig.savefig(tmp, format=ext, dpi=150, **kw)
-        atomic_write(os.path.join(out, f"{name}.{ext}"), save)
+        fig.savefig(os.path.join(out, f"{name}.{ext}"), format=ext, dpi=150, **options)
     plt.close(fig)
+
+
+def check_matplotlib(drawing=True):
+    """Raise ValueError (one line) if the figures will be drawn and matplotlib cannot load, as
+    when MPLBACKEND names no backend (the figures use Agg whatever it names)."""
+    if not drawing:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ValueError as e:
+        raise ValueError(f"matplotlib cannot load: {e}; unset MPLBACKEND (the figures use Agg) "
+                         "or run with --no-figures") from None
 
 
 def render_figures(out, specs, pmap):

@@ -1,6 +1,7 @@
-"""The files of a run: each written whole (to a temporary name, then renamed), so that a reader
-sees the old file or the new one, never half of one; and the run's set of files moved in whole,
-or not at all."""
+"""The files of a run: written into a staging folder and moved in together once complete, so
+that a reader sees the previous set of files or the new one, never a mix or half of a file;
+and a single file written whole (to a temporary name, then renamed), for what is written
+outside a run's staging folder (the bundle)."""
 
 import contextlib
 import json
@@ -31,18 +32,14 @@ def atomic_write(path, write):
         raise
 
 
-def write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    atomic_write(path, write)
+def write_text(path, text):  # into the staging folder: no one reads it before move_in
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
 
 
 def write_npz(path, arrays):
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    atomic_write(path, write)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def dump(obj):
