@@ -5,7 +5,7 @@
     python VI.py --quick            # small settings, a smoke run in seconds
     python VI.py --no-figures       # numbers only
 
-Where each problem is answered: 1.1-1.2 gmm_em.py (sample, em, fit_em); 1.3 kde.py
+Where each problem is answered: 1.1-1.2 gmm_em.py (sample, em, em_starts); 1.3 kde.py
 (tune_sigma); 1.4-1.7 ebm.py (Energy, log_partition, grad_log_partition, train; fit_route and
 examine beyond the homework); 2.1-2.4 this file (elbo, bounds, kl_experiment,
 ring_log_density, limit_experiment). main() reads as the homework: data, EM, KDE, EBM, the
