@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment, minimize
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -112,7 +113,9 @@ class EMFit:
     history: list = field(default_factory=list)  # mean log-likelihood of each accepted iterate
     maps: list = field(default_factory=list)  # EM iterations (maps) spent to reach each of them
     converged: bool = False
-    restart: int = 0  # which restart won
+    restart: int = 0  # which start of its kind won
+    kind: str = "k-means++"  # the kind of start (INITS)
+    init: object = None  # the start's means (K, 2)
 
     @property
     def n_iter(self):
@@ -140,16 +143,17 @@ def em(x, init_means, tol=1e-8, max_maps=20000, init_weights=None, accelerate=Tr
     unpack = lambda v: (v[:K * d].reshape(K, d), v[K * d:])
     start = uniform_weights(K) if init_weights is None else init_weights
     theta = np.concatenate([init_means.ravel(), start])
-    fit, maps = EMFit(*unpack(theta)), 0
+    fit, maps, made = EMFit(*unpack(theta)), 0, None  # made: theta's E-step, if already made
     while maps < max_maps:
-        ll, means, weights = em_map(x, *unpack(theta))
+        ll, log_resp = made or e_step(x, *unpack(theta))
+        means, weights = m_step(x, log_resp)
         fit.history.append(ll), fit.maps.append(maps)
         t1, maps = np.concatenate([means.ravel(), weights]), maps + 1
         if np.abs(t1 - theta).max() < tol:  # theta is reported: one EM step moves it by < tol
             fit.converged = True
             break
         if accelerate:  # two more EM maps: the second step and the one after the extrapolation
-            theta, maps = _squarem_step(x, theta, t1, ll, unpack), maps + 2
+            (theta, made), maps = _squarem_step(x, theta, t1, ll, unpack), maps + 2
         else:
             theta = t1
     fit.means, fit.weights = unpack(theta)
@@ -158,7 +162,8 @@ def em(x, init_means, tol=1e-8, max_maps=20000, init_weights=None, accelerate=Tr
 
 def _squarem_step(x, theta, t1, ll, unpack):
     """From theta and its EM image t1 = theta + r: the SQUAREM point (S3 step length, one EM
-    step after it) if it is a valid mixture at least as likely as theta, else two EM steps."""
+    step after it) and its E-step if it is a valid mixture at least as likely as theta, else
+    two EM steps (and None: their E-step is still to make)."""
     _, *t2 = em_map(x, *unpack(t1))
     t2 = np.concatenate([t2[0].ravel(), t2[1]])
     r, v = t1 - theta, t2 - 2 * t1 + theta
@@ -166,9 +171,10 @@ def _squarem_step(x, theta, t1, ll, unpack):
     m3, w3 = unpack(theta - 2 * alpha * r + alpha ** 2 * v)
     if np.all(w3 > 0):
         _, m4, w4 = em_map(x, m3, w3 / w3.sum())
-        if e_step(x, m4, w4)[0] >= ll:
-            return np.concatenate([m4.ravel(), w4])
-    return t2
+        made = e_step(x, m4, w4)
+        if made[0] >= ll:
+            return np.concatenate([m4.ravel(), w4]), made
+    return t2, None
 
 
 def mean_log_likelihood_and_grad(x, means, logits):
@@ -218,21 +224,56 @@ def kmeans_pp_init(x, K, rng, trials=None):
     return np.array(centres)
 
 
+def random_points_init(x, K, rng):
+    """K distinct training points drawn uniformly: starts that may put several means in one
+    cluster and none in another."""
+    return x[rng.choice(x.shape[0], size=K, replace=False)]
+
+
+def random_box_init(x, K, rng):
+    """K means drawn uniformly in the training data's bounding box, some far from every point."""
+    return rng.uniform(x.min(0), x.max(0), size=(K, x.shape[1]))
+
+
+INITS = {"k-means++": kmeans_pp_init, "data point": random_points_init, "box": random_box_init}
+
+
+def start_counts(kmeans_pp, random):
+    """{kind of start: how many}: kmeans_pp greedy k-means++ starts, `random` of each other kind."""
+    return {"k-means++": kmeans_pp, "data point": random, "box": random}
+
+
+def em_starts(x, K, rng_of, counts, tol=1e-8, max_maps=20000):
+    """EM to its stopping rule from counts[kind] starts of each kind of INITS, start i of a kind
+    drawn by the generator rng_of(kind, i): every fit, with its kind, index and start means."""
+    if K > x.shape[0]:
+        raise ValueError(f"K={K} components need at least K data points, got n={x.shape[0]}")
+    fits = []
+    for kind, count in counts.items():
+        for r in range(count):
+            start = INITS[kind](x, K, rng_of(kind, r))
+            fit = em(x, start, tol, max_maps)
+            fit.kind, fit.restart, fit.init = kind, r, start
+            fits.append(fit)
+    return fits
+
+
+def most_likely(fits, tol, max_maps):
+    """The fit of highest training log-likelihood (the first among equals); a warning if it
+    stopped at the cap of max_maps EM iterations before its steps fell below tol."""
+    best = max(fits, key=lambda f: f.history[-1])
+    if not best.converged:
+        warnings.warn(f"EM used max_maps={max_maps} EM iterations before its steps fell below "
+                      f"tol={tol:g}; raise max_maps or tol", RuntimeWarning, stacklevel=3)
+    return best
+
+
 def fit_em(x, K, rngs, tol=1e-8, max_maps=20000):
     """EM for (pi, mu) with Sigma_k = I from one greedy k-means++ start per generator in rngs
     (its own stream each, so the restarts are independent); the most likely fit is kept."""
-    if K > x.shape[0]:
-        raise ValueError(f"K={K} components need at least K data points, got n={x.shape[0]}")
-    best = None
-    for r, rng in enumerate(rngs):
-        fit = em(x, kmeans_pp_init(x, K, rng), tol, max_maps)
-        fit.restart = r
-        if best is None or fit.history[-1] > best.history[-1]:
-            best = fit
-    if not best.converged:
-        warnings.warn(f"EM used max_maps={max_maps} EM iterations before its steps fell below "
-                      f"tol={tol:g}; raise max_maps or tol", RuntimeWarning, stacklevel=2)
-    return best
+    rngs = list(rngs)
+    fits = em_starts(x, K, lambda _, r: rngs[r], {"k-means++": len(rngs)}, tol, max_maps)
+    return most_likely(fits, tol, max_maps)
 
 
 def match_components(est_means, true_means):
@@ -250,64 +291,136 @@ def parameter_errors(fit, true_means, true_weights):
             "max_pi_err": float(np.abs(fit.weights[perm] - true_weights).max())}
 
 
+MERGE_TOL = 1e-3  # component sds: a hundredth of the s.e. of a mean of n/K = 100 points
+
+
+def merge_components(means, weights, tol=MERGE_TOL):
+    """Components whose means are within tol of each other (single linkage) as one location:
+    dict(means (L, 2) the weighted average of each location's means, weights (L,) their summed
+    weights, counts (L,), members: each location's component indices), most components first,
+    then heaviest. Where components coincide only the summed weight is identified: the density
+    is the same for any split of it."""
+    K = len(weights)
+    labels = fcluster(linkage(means, "single"), tol, "distance") if K > 1 else np.ones(1, int)
+    groups = [np.flatnonzero(labels == g) for g in np.unique(labels)]
+    groups.sort(key=lambda g: (-len(g), -weights[g].sum()))
+    w = np.array([weights[g].sum() for g in groups])
+    centre = lambda g: np.average(means[g], axis=0, weights=weights[g] if w.all() else None)
+    return dict(means=np.array([centre(g) for g in groups]), weights=w,
+                counts=np.array([len(g) for g in groups]), members=[g.tolist() for g in groups])
+
+
+def location_spacing(means, locations):
+    """(largest distance between two components merged into one location, smallest distance
+    between two locations): how clearly the tolerance separates the two."""
+    d = np.linalg.norm(means[:, None] - means[None], axis=-1)
+    within = max([d[np.ix_(g, g)].max() for g in locations["members"]], default=0.0)
+    m = locations["means"]
+    apart = np.linalg.norm(m[:, None] - m[None], axis=-1)[np.triu_indices(len(m), 1)]
+    return float(within), float(apart.min()) if apart.size else math.inf
+
+
+def maxima_distance(a, b):
+    """How far apart two merged fits (merge_components) are: after matching locations, the
+    largest distance between matched locations or difference of their summed weights; inf if
+    they have different numbers of locations."""
+    if len(a["weights"]) != len(b["weights"]):
+        return math.inf
+    perm = match_components(b["means"], a["means"])
+    return float(max(np.linalg.norm(a["means"] - b["means"][perm], axis=1).max(),
+                     np.abs(a["weights"] - b["weights"][perm]).max()))
+
+
+def distinct_maxima(fits, tol=MERGE_TOL):
+    """The maxima the fits reached: a fit joins the first maximum (most likely first) whose most
+    likely fit is within tol of it by maxima_distance, else starts a new one. Returns one dict
+    per maximum: its training LL, its fits' LL spread, number of locations, the starts (kind, i)
+    that reached it, the largest distance of a fit from its maximum's best, and the best's
+    merge_components."""
+    maxima = []
+    for fit in sorted(fits, key=lambda f: -f.history[-1]):
+        merged = merge_components(fit.means, fit.weights)
+        home = next((m for m in maxima if maxima_distance(m["merged"], merged) <= tol), None)
+        if home is None:
+            maxima.append(dict(merged=merged, train_ll=fit.history[-1], starts=[], spread=0.0,
+                               locations=len(merged["weights"]), apart=0.0))
+            home = maxima[-1]
+        home["starts"].append([fit.kind, fit.restart])
+        home["spread"] = home["train_ll"] - fit.history[-1]
+        home["apart"] = max(home["apart"], maxima_distance(home["merged"], merged))
+    return maxima
+
+
+def nearest_location_errors(locations, true_means, true_weights):
+    """What is identified even where components merge: the distance from each true mean to the
+    nearest EM location (mean, largest), and the largest difference between a location's summed
+    weight and the summed true weight of the true means nearest to it."""
+    d = np.linalg.norm(true_means[:, None] - locations["means"][None], axis=-1)  # (K, L)
+    nearest = d.argmin(1)
+    covered = np.bincount(nearest, weights=true_weights, minlength=len(locations["weights"]))
+    return dict(nearest_mean_dist=float(d.min(1).mean()), nearest_max_dist=float(d.min(1).max()),
+                location_weight_err=float(np.abs(locations["weights"] - covered).max()))
+
+
 def labelled_error(K, n):
     """Mean length of the N(0, (K/n) I) error of a mean of n/K labelled points, sqrt(pi K / 2n):
     EM cannot beat knowing the labels; within twice this, it counts as recovering the means."""
     return math.sqrt(math.pi * K / (2 * n))
 
 
-def em_experiment(x_train, x_test, R, K, rng_of, restarts, tol, max_maps, plain_iterations=1000):
-    """Problem 1.2 at radius R: EM for (pi, mu), Sigma = I, run to its maximum from `restarts`
-    k-means++ starts (rng_of(r) the generator of start r); its errors and log-likelihoods; plain
-    EM's progress from the same start and where a rule on the log-likelihood alone stops; how
-    far L-BFGS moves from EM's end (a check). Plain EM runs plain_iterations maps, at most
-    max_maps."""
+def identified(fit, true_means, true_weights):
+    """fit's errors: per component after Hungarian matching (meaningful where the components
+    are separated), and per location (merge_components), which stay defined where they merge."""
+    locations = merge_components(fit.means, fit.weights)
+    within, between = location_spacing(fit.means, locations)
+    return dict(**parameter_errors(fit, true_means, true_weights),
+                **nearest_location_errors(locations, true_means, true_weights),
+                matched=match_components(fit.means, true_means).tolist(),
+                n_locations=len(locations["weights"]), merge_tol=MERGE_TOL,
+                within_location=within, between_locations=between,
+                locations={k: np.asarray(v).tolist() if k != "members" else v
+                           for k, v in locations.items()})
+
+
+def search_summary(fits):
+    """What the starts found: each start's end, and the distinct maxima (distinct_maxima)."""
+    maxima = distinct_maxima(fits)
+    ends = [dict(kind=f.kind, restart=f.restart, train_ll=f.history[-1], converged=f.converged,
+                 iterations=f.n_iter) for f in fits]
+    return dict(n_starts=len(fits), n_maxima=len(maxima),
+                within_maximum=max(m["apart"] for m in maxima),
+                ll_spread=max(m["spread"] for m in maxima), starts=ends,
+                all_converged=all(f.converged for f in fits),
+                maxima=[{k: v for k, v in m.items() if k != "merged"} for m in maxima])
+
+
+def em_experiment(x_train, x_test, R, K, rng_of, counts, tol, max_maps, plain_iterations=1000):
+    """Problem 1.2 at radius R: EM for (pi, mu), Sigma = I, run to its maximum from counts[kind]
+    starts of each kind (rng_of(kind, i) the generator of start i); the most likely fit, its
+    errors and log-likelihoods, the maxima the starts reached; plain EM's progress from the
+    winning start and where a rule on the log-likelihood alone stops; how far L-BFGS moves from
+    EM's end (a check). Plain EM runs plain_iterations maps, at most max_maps."""
     means, weights = ring(K, R)
-    fit = fit_em(x_train, K, [rng_of(r) for r in range(restarts)], tol, max_maps)
-    start = kmeans_pp_init(x_train, K, rng_of(fit.restart))
-    plain = em(x_train, start, 0.0, min(plain_iterations, max_maps), accelerate=False).history
+    fits = em_starts(x_train, K, rng_of, counts, tol, max_maps)
+    fit = most_likely(fits, tol, max_maps)
+    plain = em(x_train, fit.init, 0.0, min(plain_iterations, max_maps), accelerate=False).history
     stop = 1 + int(np.argmax(np.diff(plain) < 1e-6))  # where a rule on the LL gain stops
-    early = em(x_train, start, 0.0, stop, accelerate=False).means  # same start: labels
+    early = em(x_train, fit.init, 0.0, stop, accelerate=False).means  # same start: labels
     ref_means, _, ref_ll = maximise_likelihood(x_train, fit.means, fit.weights)
     ll = lambda x, m, w: float(log_prob(x, m, w).mean())
+    gap = log_prob(x_test, means, weights) - log_prob(x_test, fit.means, fit.weights)  # (n,)
     apart = lambda a, b: float(np.linalg.norm(a - b, axis=1).max())
     fitted, true = (fit.means, fit.weights), (means, weights)
-    return dict(R=R, **parameter_errors(fit, means, weights), iterations=fit.n_iter,
-                converged=fit.converged, restart=fit.restart, history=fit.history, maps=fit.maps,
-                plain=plain, train_ll=ll(x_train, *fitted), train_ll_true=ll(x_train, *true),
+    return dict(R=R, **identified(fit, means, weights), **search_summary(fits),
+                iterations=fit.n_iter, converged=fit.converged, kind=fit.kind,
+                restart=fit.restart, history=fit.history, maps=fit.maps, plain=plain,
+                train_ll=ll(x_train, *fitted), train_ll_true=ll(x_train, *true),
                 test_ll=ll(x_test, *fitted), test_ll_true=ll(x_test, *true),
+                test_gap=float(gap.mean()), test_gap_se=float(gap.std(ddof=1) / np.sqrt(gap.size)),
                 neighbour_spacing=float(2 * R * np.sin(np.pi / K)) if K > 1 else 0.0,
                 labelled_error=labelled_error(K, len(x_train)),
                 recover_threshold=2 * labelled_error(K, len(x_train)),
                 early_means_left=apart(early, fit.means), means=fit.means.tolist(),
+                true_means=means.tolist(), true_weights=weights.tolist(),
                 weights=fit.weights.tolist(), ll_left=float(ref_ll - fit.history[-1]),
                 means_left=apart(ref_means, fit.means))
-
-
-EM_LAYOUT = dict(height=2.15, left=0.52, right=0.08, gap=0.62, widths=[1.45, 1.45, 2.15])
-
-
-def draw_em(axes, fits, data, K, colors):
-    """Problem 1.2's figure on three axes: training data, true and EM means at both radii
-    (fits = {"big": ..., "small": ...} as em_experiment returns them, data the two training sets),
-    and how far below its maximum the log-likelihood is after each EM iteration."""
-    for ax, r, x in zip(axes[:2], (fits["big"], fits["small"]), data, strict=True):
-        ax.scatter(*x.T, s=2, c=colors["grey"], alpha=0.5, label="data", rasterized=True)
-        ax.scatter(*ring_means(K, r["R"]).T, s=40, marker="x", c=colors["true"], label="true μₖ")
-        ax.scatter(*np.array(r["means"]).T, s=40, marker="+", c=colors["fit"], label="EM")
-        ax.set(title=f"R = {r['R']:g}: mean error {r['mean_dist']:.2f}", xlabel="x₁", ylabel="x₂",
-               aspect="equal")  # the markers' meaning is in the caption: no room for a legend
-    ax, big, small = axes[2], fits["big"], fits["small"]
-    below = lambda r, lls: np.maximum(r["history"][-1] - np.asarray(lls), 1e-16)
-    for r, c in ((big, colors["fit"]), (small, colors["kde"])):
-        ax.plot(np.arange(1, len(r["plain"]) + 1), below(r, r["plain"]), c=c,
-                label=f"R = {r['R']:g}")
-    ax.plot(np.array(small["maps"]) + 1, below(small, small["history"]), "o", ms=2, c=colors["kde"],
-            label="accelerated")
-    stop = 1 + int(np.argmax(np.diff(small["plain"]) < 1e-6))  # where a rule on the LL gain stops
-    left = below(small, small["plain"][stop])
-    ax.plot(stop + 1, left, "s", ms=6, mfc="none", c=colors["true"], label="LL gain < 10⁻⁶")
-    # head-room above the curves (which start below 10) holds the legend
-    ax.set(xscale="log", yscale="log", xlabel="EM iterations", ylabel="max − mean LL (nats)",
-           title="plain EM and accelerated EM", ylim=(1e-16, 1e6))
-    ax.legend(loc="best", ncol=2, handlelength=1.0, handletextpad=0.4, columnspacing=0.8)

@@ -238,3 +238,150 @@ def test_likelihood_gradient_matches_central_differences():
             assert np.isclose(
                 d_means[k, j], (f(means + m, logits) - f(means - m, logits)) / (2 * eps), atol=1e-8
             )
+
+
+# ---- the search over starts, merged components, distinct maxima ------------------------------
+
+
+def naive_groups(means, tol):
+    """Single-linkage groups by a plain loop: relabel until no pair closer than tol differs."""
+    label = list(range(len(means)))
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(means)):
+            for j in range(len(means)):
+                close = np.sqrt(((means[i] - means[j]) ** 2).sum()) < tol
+                if close and label[j] != label[i]:
+                    label[i] = label[j] = min(label[i], label[j])
+                    changed = True
+    return {frozenset(k for k in range(len(means)) if label[k] == g) for g in set(label)}
+
+
+def test_merge_components_matches_a_naive_loop():
+    rng = np.random.default_rng(20)
+    for trial in range(20):
+        sites = rng.normal(size=(4, 2)) * 3  # well apart (checked below), then 10 copies near them
+        which = rng.integers(4, size=10)
+        means = sites[which] + rng.normal(size=(10, 2)) * 1e-6
+        if trial % 2:  # a chain: a-b and b-c within tol, a-c not: single linkage joins all three
+            means[:3] = sites[0] + np.array([[0, 0], [0.7e-3, 0], [1.4e-3, 0]])
+            which[:3] = 0
+        weights = rng.dirichlet(np.ones(10))
+        merged = gmm_em.merge_components(means, weights, tol=1e-3)
+        groups = naive_groups(means, 1e-3)
+        assert {frozenset(m) for m in merged["members"]} == groups
+        for members, w, count in zip(merged["members"], merged["weights"], merged["counts"]):
+            total = 0.0
+            for k in members:  # the summed weight, by a loop
+                total += weights[k]
+            assert abs(w - total) < 1e-15 and count == len(members)
+        assert np.isclose(merged["weights"].sum(), 1.0)
+        assert list(merged["counts"]) == sorted(merged["counts"], reverse=True)
+
+
+def fit_at(means, weights, ll, kind="box", restart=0):
+    return gmm_em.EMFit(np.array(means, float), np.array(weights, float), history=[ll], kind=kind,
+                        restart=restart)
+
+
+def test_distinct_maxima_counts_a_constructed_case():
+    # A and B are one maximum: B permutes A's components and splits its merged pair's weight
+    # 0.3 differently (the density is the same); C moves one point by 0.1; D splits the pair
+    a = fit_at([[0, 0], [0, 0], [3, 0], [0, 3]], [0.1, 0.2, 0.3, 0.4], -1.0, "k-means++", 0)
+    b = fit_at([[0, 3], [3, 0], [0, 1e-7], [0, 0]], [0.4, 0.3, 0.25, 0.05], -1.0 - 1e-12, "box", 1)
+    c = fit_at([[0, 0], [0, 0], [3.1, 0], [0, 3]], [0.1, 0.2, 0.3, 0.4], -1.1, "data point", 0)
+    d = fit_at([[0, 0], [0, 0.5], [3, 0], [0, 3]], [0.1, 0.2, 0.3, 0.4], -1.2, "box", 0)
+    maxima = gmm_em.distinct_maxima([d, c, b, a])
+    assert [m["starts"] for m in maxima] == [
+        [["k-means++", 0], ["box", 1]], [["data point", 0]], [["box", 0]]
+    ]
+    assert [m["locations"] for m in maxima] == [3, 3, 4]
+    assert maxima[0]["train_ll"] == -1.0 and abs(maxima[0]["spread"] - 1e-12) < 1e-15
+    # the summed weights agree (0.3); B's merged point is its weighted mean, 1e-7 * 0.25 / 0.3 up
+    assert np.isclose(maxima[0]["apart"], 1e-7 * 0.25 / 0.3, rtol=1e-6, atol=0)
+    # a tolerance above C's shift joins C to A
+    assert len(gmm_em.distinct_maxima([a, b, c, d], tol=0.2)) == 2
+
+
+def test_nearest_location_errors_match_a_naive_loop():
+    rng = np.random.default_rng(21)
+    true_means, true_weights = gmm_em.ring_means(10, 2.0), rng.dirichlet(np.ones(10))
+    locations = dict(means=rng.normal(size=(6, 2)) * 2, weights=rng.dirichlet(np.ones(6)))
+    got = gmm_em.nearest_location_errors(locations, true_means, true_weights)
+    dists, covered = [], [0.0] * 6
+    for k in range(10):
+        d = [np.hypot(*(true_means[k] - m)) for m in locations["means"]]
+        dists.append(min(d))
+        covered[d.index(min(d))] += true_weights[k]
+    assert np.isclose(got["nearest_mean_dist"], np.mean(dists), rtol=0, atol=1e-14)
+    assert np.isclose(got["nearest_max_dist"], max(dists), rtol=0, atol=1e-14)
+    err = max(abs(w - c) for w, c in zip(locations["weights"], covered))
+    assert np.isclose(got["location_weight_err"], err, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", sorted(gmm_em.INITS))
+def test_em_from_every_kind_of_start_never_lowers_the_likelihood(kind):
+    rng = np.random.default_rng(22)
+    for R in (1.0, 10.0):
+        x, _ = gmm_em.sample(400, *gmm_em.ring(10, R), rng)
+        start = gmm_em.INITS[kind](x, 10, np.random.default_rng(23))
+        for accelerate in (False, True):
+            fit = gmm_em.em(x, start, 0.0, 300, accelerate=accelerate)
+            lls = np.array(fit.history)
+            # an identity (Proposition A.2) up to round-off in the sums of 400 log-densities
+            assert np.diff(lls).min() > -1e-12, (kind, R, accelerate)
+            # each recorded value is the log-likelihood at an iterate: the last, at the end
+            assert np.isfinite(lls).all() and lls[-1] <= gmm_em.log_prob(
+                x, fit.means, fit.weights
+            ).mean() + 1e-12
+
+
+def test_random_starts_are_where_they_say():
+    rng = np.random.default_rng(24)
+    x = rng.normal(size=(50, 2)) * [1.0, 5.0]
+    points = gmm_em.random_points_init(x, 10, np.random.default_rng(1))
+    rows = {tuple(p) for p in x}
+    assert len({tuple(p) for p in points}) == 10 and all(tuple(p) in rows for p in points)
+    box = gmm_em.random_box_init(x, 1000, np.random.default_rng(2))
+    assert (box >= x.min(0)).all() and (box <= x.max(0)).all()
+    # 1000 uniform draws come within 0.2 of each side of the box (it is 5 and 25 wide)
+    assert np.allclose(box.min(0), x.min(0), atol=0.2)
+    assert np.allclose(box.max(0), x.max(0), atol=0.2)
+    same = gmm_em.random_box_init(x, 1000, np.random.default_rng(2))
+    assert np.array_equal(box, same)
+
+
+def test_em_starts_draws_each_start_from_its_own_generator_and_keeps_the_best():
+    rng = np.random.default_rng(25)
+    x, _ = gmm_em.sample(300, *gmm_em.ring(4, 1.0), rng)
+    asked = []
+
+    def rng_of(kind, r):
+        asked.append((kind, r))
+        return np.random.default_rng([len(kind), r])
+
+    counts = gmm_em.start_counts(2, 3)
+    fits = gmm_em.em_starts(x, 4, rng_of, counts, 1e-6, 5000)
+    assert asked == [("k-means++", 0), ("k-means++", 1)] + [
+        (kind, r) for kind in ("data point", "box") for r in range(3)
+    ]
+    assert [(f.kind, f.restart) for f in fits] == asked
+    for f, (kind, r) in zip(fits, asked):  # each fit starts where its own generator says
+        again = gmm_em.INITS[kind](x, 4, np.random.default_rng([len(kind), r]))
+        assert np.array_equal(f.init, again)
+    best = gmm_em.most_likely(fits, 1e-6, 5000)
+    assert best.history[-1] == max(f.history[-1] for f in fits)
+
+
+def test_separated_components_give_the_same_errors_matched_or_by_point():
+    # at R = 10 every EM mean sits near one true mean: nearest point = matched component
+    rng = np.random.default_rng(26)
+    mu, w = gmm_em.ring(10, 10.0)
+    x, _ = gmm_em.sample(1000, mu, w, rng)
+    fit = gmm_em.fit_em(x, 10, [np.random.default_rng(260 + r) for r in range(3)])
+    got = gmm_em.identified(fit, mu, w)
+    assert got["n_locations"] == 10 and got["within_location"] == 0.0
+    assert np.isclose(got["nearest_mean_dist"], got["mean_dist"], rtol=0, atol=1e-12)
+    assert np.isclose(got["location_weight_err"], got["max_pi_err"], rtol=0, atol=1e-12)
+    assert got["between_locations"] > 5.0  # the ring's spacing, 6.18, less the errors

@@ -75,7 +75,7 @@ def figure_specs(cfg, data, results, models, per_point, *, log_p, log_normal, un
     samples = (data["train"], models["samples"]["mala"], models["samples"]["exact"],
                e["model"]["samples"])
     return dict(
-        em=(gmm_em.EM_LAYOUT, gmm_em.draw_em,
+        em=(EM_LAYOUT, draw_em,
             (results["gmm"], (data["train"], data["train_small"]), cfg.K)),
         kde=(KDE_LAYOUT, draw_kde, (results["kde"],)),
         ebm_training=(TRAINING_LAYOUT, draw_training, (e["model"], e["truth"], lines)),
@@ -121,9 +121,50 @@ def render_figures(out, specs, pmap):
 
 
 
+# ---- problem 1.2 ------------------------------------------------------------------------------
+
+EM_LAYOUT = dict(height=1.95, left=0.52, right=0.08, gap=0.62, widths=[1.45, 1.45, 2.15])
+
+
+def draw_em_means(ax, r, x, K, colors):
+    """Training data, true means (x) and EM's means (+) at one radius; where several of EM's
+    components sit at one point (gmm_em.merge_components) the width of its + counts them."""
+    loc = r["locations"]
+    ax.scatter(*x.T, s=2, c=colors["grey"], alpha=0.5, rasterized=True)
+    ax.scatter(*gmm_em.ring_means(K, r["R"]).T, s=40, marker="x", c=colors["true"])
+    ax.scatter(*np.array(loc["means"]).T, s=40 * np.array(loc["counts"]) ** 2, marker="+",
+               c=colors["fit"], linewidths=1.5)
+    title = (f"R = {r['R']:g}: mean error {r['mean_dist']:.2f}" if r["n_locations"] == K
+             else f"R = {r['R']:g}: means at {r['n_locations']} points")
+    ax.set(title=title, xlabel="x₁", ylabel="x₂", aspect="equal")  # the markers: in the caption
+
+
+def draw_em(axes, fits, data, K, colors):
+    """Problem 1.2's figure on three axes: training data, true and EM means at both radii
+    (fits = {"big": ..., "small": ...} as gmm_em.em_experiment returns them, data the two
+    training sets), and how far below its maximum the mean log-likelihood per point is after
+    each EM iteration."""
+    for ax, r, x in zip(axes[:2], (fits["big"], fits["small"]), data, strict=True):
+        draw_em_means(ax, r, x, K, colors)
+    ax, big, small = axes[2], fits["big"], fits["small"]
+    below = lambda r, lls: np.maximum(r["history"][-1] - np.asarray(lls), 1e-16)
+    for r, c in ((big, colors["fit"]), (small, colors["kde"])):
+        ax.plot(np.arange(1, len(r["plain"]) + 1), below(r, r["plain"]), c=c,
+                label=f"R = {r['R']:g}")
+    ax.plot(np.array(small["maps"]) + 1, below(small, small["history"]), "o", ms=2, c=colors["kde"],
+            label="accelerated")
+    stop = 1 + int(np.argmax(np.diff(small["plain"]) < 1e-6))  # where a rule on the LL gain stops
+    left = below(small, small["plain"][stop])
+    ax.plot(stop + 1, left, "s", ms=6, mfc="none", c=colors["true"], label="LL gain < 10⁻⁶")
+    # the curves start below 10 and fall: the legend sits in the head-room above them
+    ax.set(xscale="log", yscale="log", xlabel="EM iterations", ylabel="nats per point",
+           title="mean LL below its maximum", ylim=(1e-16, 1e9))
+    ax.legend(loc="upper right", ncol=2, handlelength=1.0, handletextpad=0.4, columnspacing=0.8)
+
+
 # ---- problem 1.3 ------------------------------------------------------------------------------
 
-KDE_LAYOUT = dict(width=0.8 * TEXT_WIDTH, height=2.2, left=0.55, right=1.72)  # legend on the right
+KDE_LAYOUT = dict(width=0.8 * TEXT_WIDTH, height=1.85, left=0.55, right=1.72)  # legend on the right
 
 
 def draw_kde(axes, res, colors):

@@ -19,6 +19,28 @@ Rbig                      config.R                                  .0f
 Rsmall                    config.R_small                            .0f
 Mprop                     config.M                                  d
 emRestarts                config.em_restarts                        d
+emRandomStarts            config.em_random_starts                   d
+emStarts                  gmm.small.n_starts                        d
+emMergeTol                gmm.small.merge_tol                       .0e
+emBigLocations            gmm.big.n_locations                       d
+emSmallLocations          gmm.small.n_locations                     d
+emSmallCounts             gmm.small.locations.counts                list
+emSmallWithin             gmm.small.within_location                 .0e
+emSmallBetween            gmm.small.between_locations               .2f
+emSmallWithinMaximum      gmm.small.within_maximum                  .0e
+emSmallSpread             gmm.small.ll_spread                       .0e
+emBigNearest              gmm.big.nearest_mean_dist                 .2f
+emBigNearestMax           gmm.big.nearest_max_dist                  .2f
+emSmallNearest            gmm.small.nearest_mean_dist               .2f
+emSmallNearestMax         gmm.small.nearest_max_dist                .2f
+emBigLocWeightErr         gmm.big.location_weight_err               .3f
+emSmallLocWeightErr       gmm.small.location_weight_err             .3f
+emBigMaxima               gmm.big.n_maxima                          d
+emSmallMaxima             gmm.small.n_maxima                        d
+emBigTestGap              gmm.big.test_gap                          .3f
+emBigTestGapSE            gmm.big.test_gap_se                       .3f
+emSmallTestGap            gmm.small.test_gap                        .3f
+emSmallTestGapSE          gmm.small.test_gap_se                     .3f
 emTol                     config.em_tol                             .0e
 emLabelledError           gmm.big.labelled_error                    .3f
 emThreshold               gmm.big.recover_threshold                 .2f
@@ -137,9 +159,6 @@ emBigTrainLLTrue          gmm.big.train_ll_true                     .3f
 emBigTestLL               gmm.big.test_ll                           .3f
 emBigTestLLTrue           gmm.big.test_ll_true                      .3f
 emBigSpacing              gmm.big.neighbour_spacing                 .2f
-emSmallMeanDist           gmm.small.mean_dist                       .2f
-emSmallMaxDist            gmm.small.max_dist                        .2f
-emSmallMaxPiErr           gmm.small.max_pi_err                      .3f
 emSmallIters              gmm.small.iterations                      d
 emSmallTrainLL            gmm.small.train_ll                        .3f
 emSmallTrainLLTrue        gmm.small.train_ll_true                   .3f
@@ -203,8 +222,8 @@ def _model(r, key):
 CLAIMS = {  # name: (the claim as the seed sweep's table prints it (LaTeX), test)
     "emRecovers": ("EM recovers the means at the large radius (error $<2\\times$ a labelled fit's)",
                    lambda r: r["gmm"]["big"]["mean_dist"] < r["gmm"]["big"]["recover_threshold"]),
-    "emMisses": ("\\quad and misses them at the small radius",
-                 lambda r: r["gmm"]["small"]["mean_dist"]
+    "emMisses": ("\\quad and misses them at the small radius (nearest location)",
+                 lambda r: r["gmm"]["small"]["nearest_mean_dist"]
                  >= r["gmm"]["small"]["recover_threshold"]),
     "kdeBeatsScott": ("the tuned KDE beats Scott's rule",
                       lambda r: r["compare"]["test_ll"]["kde"]["mean"] > r["kde"]["scott_test_ll"]),
@@ -263,6 +282,44 @@ def verdict(comparison, wins, loses, ties):
     return {1: wins, -1: loses, 0: ties}[comparison["holds"]]
 
 
+def maxima_text(r):
+    """The maxima EM's starts reached at one radius (em_experiment's r), in words: the best's
+    training LL and which starts reached it, then the others' LLs."""
+    kinds = list(dict.fromkeys(s["kind"] for s in r["starts"]))
+    best, rest = r["maxima"][0], [m["train_ll"] for m in r["maxima"][1:]]
+    of = lambda k: (sum(kind == k for kind, _ in best["starts"]),
+                    sum(s["kind"] == k for s in r["starts"]))
+    by = ", ".join("{} of {} {}".format(*of(k), k) for k in kinds)
+    text = f"\\num{{{best['train_ll']:.5f}}} (from {by} starts)"
+    if len(rest) == 1:
+        text += f"; one other, \\num{{{rest[0]:.5f}}}"
+    elif rest:
+        text += f"; {len(rest)} others, \\num{{{max(rest):.5f}}} to \\num{{{min(rest):.5f}}}"
+    return text
+
+
+def point(p, digits):
+    """(x, y) to `digits` decimals, a coordinate that rounds to zero printed without a sign."""
+    u, v = (round(c, digits) + 0.0 for c in p)
+    return f"$({u:.{digits}f},{v:.{digits}f})$"
+
+
+def estimate_rows(big, small):
+    """The table of estimates, a row per component k: at the large radius the true mean, EM's
+    mean and weight matched to it; at the small radius the true mean, then EM's components by
+    location (merge_components; not matched to k, since only a location's summed weight is
+    identified): location, mean, weight, and the location's summed weight on its first row."""
+    loc = small["locations"]
+    order = [(i, g) for g, members in enumerate(loc["members"]) for i in members]
+    rows = []
+    for k, (j, (i, g)) in enumerate(zip(big["matched"], order, strict=True)):
+        total = f"{loc['weights'][g]:.3f}" if i == loc["members"][g][0] else ""
+        rows.append(f"{k + 1} & {point(big['true_means'][k], 2)} & {point(big['means'][j], 2)} & "
+                    f"{big['weights'][j]:.3f} & {point(small['true_means'][k], 2)} & {g + 1} & "
+                    f"{point(small['means'][i], 3)} & {small['weights'][i]:.3f} & {total}\\\\")
+    return " ".join(rows)
+
+
 def statements(r):
     """Facts of a run that the write-up states in words: {macro: text}."""
     c, last = r["compare"], r["ebm"]["model"]["gradient"][-1]
@@ -285,7 +342,10 @@ def statements(r):
         "malaVerdict": "no difference from the model is detectable" if r["claims"]["malaAgrees"]
         else "the chains still differ detectably from the model",
         "claimSelectionByQuadrature": "it does" if r["claims"]["selectionByQuadrature"] else
-        "it does not"}
+        "it does not",
+        "emBigMaximaText": maxima_text(r["gmm"]["big"]),
+        "emSmallMaximaText": maxima_text(r["gmm"]["small"]),
+        "emEstimateRows": estimate_rows(r["gmm"]["big"], r["gmm"]["small"])}
 
 
 def macros_of(results, table=NUMBERS, missing=None):
@@ -338,7 +398,8 @@ def seed_row(r):
                 pick=[r["ebm"]["truth"]["tau"], r["ebm"]["truth"]["hidden"]],
                 ebm_is_minus_kde=c["ebm_is_minus_kde"]["mean"],
                 truth_minus_ebm_is=c["truth_minus_ebm_is"]["mean"],
-                em_big=r["gmm"]["big"]["mean_dist"], em_small=r["gmm"]["small"]["mean_dist"])
+                em_big=r["gmm"]["big"]["mean_dist"],
+                em_small=r["gmm"]["small"]["nearest_mean_dist"])
 
 
 def seed_macros(seeds, claims):
@@ -351,7 +412,7 @@ def seed_macros(seeds, claims):
            "seedsEbmOverKdeMin": f"{lead.min():.3f}", "seedsEbmOverKdeMax": f"{lead.max():.3f}",
            "seedsEbmGapMean": f"{col('truth_minus_ebm_is').mean():.3f}",
            "seedsEmBigMeanDistMax": f"{col('em_big').max():.2f}",
-           "seedsEmSmallMeanDistMin": f"{col('em_small').min():.2f}",
+           "seedsEmSmallNearestMin": f"{col('em_small').min():.2f}",
            "seedsPicks": "; ".join(f"{p} on {n}" for p, n in
                                    by_count([candidate(*s["pick"]) for s in seeds])),
            "seedsClaimRows": " ".join(f"{claims[key][0]} & {sum(hits)}\\\\"
