@@ -371,3 +371,18 @@ def test_population_gap_by_quadrature_matches_a_large_sample(R):
     assert abs(VI.expected_gap_quadrature(R, 10) - gap.mean()) < 4 * gap.std() / np.sqrt(len(gap))
     # and the bound R^2 - log K <= E[gap] <= R^2 of the text
     assert R**2 - np.log(10) <= VI.expected_gap_quadrature(R, 10) <= R**2
+
+
+def test_the_bessel_ratio_bound_of_the_ring_expansion():
+    # theory.pdf (A.1): 0 <= I_nu(rho) / I_0(rho) <= (rho/2)^nu / nu!, which 1.2 quotes at K = 10,
+    # rho = 4; against scipy's Bessel functions in float64, and tight as rho -> 0 (its leading term)
+    import math
+
+    from scipy.special import ive
+
+    for nu in range(1, 31):
+        bound = lambda rho, nu=nu: (rho / 2) ** nu / math.factorial(nu)
+        for rho in np.linspace(0.01, 12.0, 60):
+            ratio = ive(nu, rho) / ive(0, rho)  # the scaling e^-rho cancels
+            assert 0 <= ratio <= bound(rho) * (1 + 1e-12), (nu, rho)
+        assert ive(nu, 1e-3) / ive(0, 1e-3) / bound(1e-3) > 0.999
