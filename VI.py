@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from scipy.special import i0e
-from scipy.stats import multivariate_normal, sem
+from scipy.stats import multivariate_normal, norm, sem
 
 import ebm
 import gmm_em
@@ -155,26 +155,29 @@ def kl_grid_covers(c):
 
 
 def demands(c):
-    """(option, bytes of the largest array it makes, evaluations of the work it asks for), in
-    float64 and a few copies for autograd: an estimate to refuse what no laptop can run."""
+    """(option, bytes of its largest array, float64 with copies, evaluations): what to refuse."""
     side = 2 * 1.5 * max(c.grid_half_width, c.R + 10) / c.grid_step  # the grown quadrature box
     gap_side = 2 * (max(c.R, c.R_small) + 12) / 0.1  # expected_gap_quadrature's grid
-    H, K, n = max(c.ebm_widths), c.K, c.n
+    H, K, n, cand = max(c.ebm_widths), c.K, c.n, len(c.ebm_taus) * len(c.ebm_widths)
+    steps = lambda until: -(-until // c.eval_every) * c.eval_every  # whole L-BFGS steps
     return [
         ("the box (--grid-half-width or --R over --grid-step)", side * side * H * 24, 0),
         ("--M (times --grad-samples)", c.M * c.grad_samples * H * 24, 0),
         ("--M-fresh", min(c.M_fresh, 2**16) * H * 24 + c.M_fresh * 24, 0),
         ("--M-val", c.M_val * H * 24, 0),
-        ("--n (with --K, --em-max-maps and the EM starts)", n * max(n, K) * 24,
-         c.em_max_maps * n * K * (c.em_restarts + 2 * c.em_random_starts + 1)),
+        ("--n, --K, --em-max-maps, --em-restarts, --em-random-starts", n * max(n, K) * 24,  # EM,
+         (c.em_max_maps * n * K + (c.em_restarts + 2 * c.em_random_starts) * K**3)  # each end
+         * (c.em_restarts + 2 * c.em_random_starts + 1)),  # matched to every maximum before it
         ("--mala-chains (times --mala-steps + --mala-adapt)", c.mala_chains * H * 24,
          c.mala_chains * (c.mala_steps + c.mala_adapt)),
         ("--K-max (with --limit-points)", c.K_max * c.limit_points * 24,
          c.K_max * c.limit_points * c.limit_num_K),
         ("--iwae-reps (with --iwae-points, --iwae-k-max)", c.iwae_points * c.iwae_reps * K * 24,
          c.iwae_k_max * c.iwae_reps),
-        ("--ebm-max-iter (with --M, --n, --ebm-restarts)", 0,
-         c.ebm_max_iter * (c.M + n) * c.ebm_restarts * H),
+        ("--ebm-max-iter, --eval-every, --ebm-restarts (with --M, --n, the box)", 0,
+         H * ((c.M + n + 1000) * (c.ebm_restarts * steps(c.ebm_max_iter)  # + fixed cost of a step
+                                   + cand * steps(max(c.ebm_rungs)))
+              + (c.ebm_restarts + cand) * side * side)),  # training, then each one's quadrature
         ("--kl-grid", (c.kl_grid[1] - c.kl_grid[0]) / c.kl_grid[2] * 24, 0),
         ("--sigma-num (with --n)", 0, c.sigma_num * n * n),
         ("--R or --R-small (with --K)", gap_side * gap_side * K * 24, 0)]
@@ -189,8 +192,9 @@ def check(c):
             raise ValueError(f"{name} asks for an array of about {size / GiB:.3g} GiB; the limit "
                              f"is {LIMIT / GiB:g} GiB: make these smaller")
         if work > WORK:
-            raise ValueError(f"{name} asks for about {work:.2g} evaluations, hours to days of "
-                             "work: make these smaller")
+            usual = max(w for *_, w in demands(Config()))
+            raise ValueError(f"{name} asks for about {work:.2g} evaluations, over the limit of "
+                             f"{WORK:.0e} (the default run: {usual:.0e}): make these smaller")
 
 
 def parse_args(argv):
@@ -402,13 +406,9 @@ def iwae_gap_coefficient(log_post, log_q):
     return 0.5 * np.expm1(gmm_em.logsumexp(2 * log_post - log_q, axis=-1))
 
 
-def normal_log_pdf(x, mu, sd):
-    return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2.0 * np.pi)
-
-
 def mixture_1d_log_pdf(x, weights, means, sds):
     """log sum_k w_k N(x; m_k, s_k^2) on a 1-D array x, shape x.shape."""
-    parts = [np.log(w) + normal_log_pdf(x, m, s) for w, m, s in zip(weights, means, sds)]
+    parts = [np.log(w) + norm.logpdf(x, m, s) for w, m, s in zip(weights, means, sds)]
     return gmm_em.logsumexp(np.stack(parts), axis=0)
 
 
@@ -434,7 +434,7 @@ def fit_gaussian_kl(log_p, t, step, start, reverse):
     from start = (mu, sd), over (mu, log sd). Returns (mu, sd, KL)."""
 
     def kl(theta):
-        log_q = normal_log_pdf(t, theta[0], np.exp(theta[1]))
+        log_q = norm.logpdf(t, theta[0], np.exp(theta[1]))
         return kl_grid(log_q, log_p, step) if reverse else kl_grid(log_p, log_q, step)
 
     fit = minimize(kl, [start[0], np.log(start[1])], method="BFGS", options=dict(gtol=1e-9))
@@ -446,7 +446,7 @@ def kl_experiment(p, q, grid, starts):
     both divergences, Gaussian fits each way (reverse from every start), the step halved."""
     lo, hi, step = grid
     t, t2 = kl_axis(lo, hi, step), kl_axis(lo, hi, step / 2)
-    log_p, log_q = mixture_1d_log_pdf(t, **p), normal_log_pdf(t, *q)
+    log_p, log_q = mixture_1d_log_pdf(t, **p), norm.logpdf(t, *q)
     fwd_mu, fwd_sd = moment_match(**p)
     fwd_num = fit_gaussian_kl(log_p, t, step, (0.0, 1.0), reverse=False)
     optima = {}  # one entry per distinct local optimum
@@ -454,12 +454,12 @@ def kl_experiment(p, q, grid, starts):
         mu, sd, kl = fit_gaussian_kl(log_p, t, step, (m0, 1.0), reverse=True)
         optima.setdefault(round(mu, 2), dict(mu=mu, sd=sd, kl=kl))
     optima = sorted(optima.values(), key=lambda o: o["mu"])
-    fine_p, fine_q = mixture_1d_log_pdf(t2, **p), normal_log_pdf(t2, *q)
+    fine_p, fine_q = mixture_1d_log_pdf(t2, **p), norm.logpdf(t2, *q)
     res = dict(kl_pq=kl_grid(log_p, log_q, step), kl_qp=kl_grid(log_q, log_p, step))
     res.update(grid_delta=max(abs(kl_grid(fine_p, fine_q, step / 2) - res["kl_pq"]),
                               abs(kl_grid(fine_q, fine_p, step / 2) - res["kl_qp"])),
                forward=dict(mu=fwd_mu, sd=fwd_sd, numeric_mu=fwd_num[0], numeric_sd=fwd_num[1],
-                            kl=kl_grid(log_p, normal_log_pdf(t, fwd_mu, fwd_sd), step)),
+                            kl=kl_grid(log_p, norm.logpdf(t, fwd_mu, fwd_sd), step)),
                reverse_optima=optima, reverse_best=min(optima, key=lambda o: o["kl"]))
     return res
 
@@ -576,7 +576,7 @@ def figure_specs(cfg, data, results, models, per_point):
     log_p = functools.partial(mixture_1d_log_pdf, weights=cfg.kl_p_weights, means=cfg.kl_p_means,
                               sds=cfg.kl_p_sds)  # not a lambda: a worker unpickles it
     return figures.figure_specs(cfg, data, results, models, per_point, log_p=log_p,
-                                log_normal=normal_log_pdf, unif_bound=elbo_uniform_ring)
+                                log_normal=norm.logpdf, unif_bound=elbo_uniform_ring)
 
 
 # ============================ The appendix: seeds, routes, every tau ==========================
