@@ -391,9 +391,9 @@ def importance_sampled(energy, x_test, samples, a_grid):
 
 
 def spread(values):
-    """Mean and sd over restarts (sd None for one restart: undefined), and the extremes."""
+    """Mean and sd over restarts (restart_sd: undefined for one), and the extremes."""
     v = np.asarray(values, dtype=float)
-    return dict(mean=float(v.mean()), sd=float(v.std(ddof=1)) if v.size > 1 else None,
+    return dict(mean=float(v.mean()), sd=restart_sd(v, over_restarts=True),
                 minimum=float(v.min()), maximum=float(v.max()))
 
 
