@@ -44,7 +44,7 @@ import ebm
 import gmm_em
 import kde
 from theory import figures, macros
-from tools import cli, outputs
+from tools import cli, limits, outputs
 from tools.processes import fork_map
 
 # ---- the configuration: every setting, with its meaning; check() holds its rules ----------------
@@ -113,8 +113,8 @@ class Config:
     appendix_seeds: int = setting(8, "seeds of the robustness sweep, seed 0 included")
 
 
-QUICK = dict(n=200, em_restarts=2, em_random_starts=1, sigma_num=15, M=1000, M_val=2000,
-             M_fresh=20000, ebm_taus=(1.0, 4.0), ebm_widths=(8, 16), ebm_rungs=(20, 60),
+QUICK = dict(n=200, em_restarts=2, em_random_starts=1, em_max_maps=2000, sigma_num=15, M=1000,
+             M_val=2000, M_fresh=20000, ebm_taus=(1.0, 4.0), ebm_widths=(8, 16), ebm_rungs=(20, 60),
              ebm_restarts=2, ebm_max_iter=200, ebm_checkpoints=(0, 20), grad_samples=4,
              grid_step=0.25, mala_chains=200, mala_adapt=40, mala_steps=40,
              kl_grid=(-30.0, 30.0, 0.02), K_max=1000, limit_points=60, iwae_k_max=64,
@@ -144,9 +144,6 @@ RELATIONS = [  # rules that tie settings together, with the message that names w
     (lambda c: kl_grid_covers(c), "--kl-grid must reach 10 sd beyond every mode of p and q and "
      "have a step below a tenth of the smallest sd (else the KL integrals are wrong)"),
 ]
-GiB, LIMIT, WORK = 2**30, 4 * 2**30, 1e11  # the largest array a run may make; the most work
-
-
 def kl_grid_covers(c):
     means, sds = (*c.kl_p_means, c.kl_q[0]), (*c.kl_p_sds, c.kl_q[1])
     lo, hi, step = c.kl_grid
@@ -154,47 +151,11 @@ def kl_grid_covers(c):
             and hi >= max(m + 10 * s for m, s in zip(means, sds)))
 
 
-def demands(c):
-    """(option, bytes of its largest array, float64 with copies, evaluations): what to refuse."""
-    side = 2 * 1.5 * max(c.grid_half_width, c.R + 10) / c.grid_step  # the grown quadrature box
-    gap_side = 2 * (max(c.R, c.R_small) + 12) / 0.1  # expected_gap_quadrature's grid
-    H, K, n, cand = max(c.ebm_widths), c.K, c.n, len(c.ebm_taus) * len(c.ebm_widths)
-    steps = lambda until: -(-until // c.eval_every) * c.eval_every  # whole L-BFGS steps
-    return [
-        ("the box (--grid-half-width or --R over --grid-step)", side * side * H * 24, 0),
-        ("--M (times --grad-samples)", c.M * c.grad_samples * H * 24, 0),
-        ("--M-fresh", min(c.M_fresh, 2**16) * H * 24 + c.M_fresh * 24, 0),
-        ("--M-val", c.M_val * H * 24, 0),
-        ("--n, --K, --em-max-maps, --em-restarts, --em-random-starts", n * max(n, K) * 24,  # EM,
-         (c.em_max_maps * n * K + (c.em_restarts + 2 * c.em_random_starts) * K**3)  # each end
-         * (c.em_restarts + 2 * c.em_random_starts + 1)),  # matched to every maximum before it
-        ("--mala-chains (times --mala-steps + --mala-adapt)", c.mala_chains * H * 24,
-         c.mala_chains * (c.mala_steps + c.mala_adapt)),
-        ("--K-max (with --limit-points)", c.K_max * c.limit_points * 24,
-         c.K_max * c.limit_points * c.limit_num_K),
-        ("--iwae-reps (with --iwae-points, --iwae-k-max)", c.iwae_points * c.iwae_reps * K * 24,
-         c.iwae_k_max * c.iwae_reps),
-        ("--ebm-max-iter, --eval-every, --ebm-restarts (with --M, --n, the box)", 0,
-         H * ((c.M + n + 1000) * (c.ebm_restarts * steps(c.ebm_max_iter)  # + fixed cost of a step
-                                   + cand * steps(max(c.ebm_rungs)))
-              + (c.ebm_restarts + cand) * side * side)),  # training, then each one's quadrature
-        ("--kl-grid", (c.kl_grid[1] - c.kl_grid[0]) / c.kl_grid[2] * 24, 0),
-        ("--sigma-num (with --n)", 0, c.sigma_num * n * n),
-        ("--R or --R-small (with --K)", gap_side * gap_side * K * 24, 0)]
-
-
 def check(c):
-    """Raise ValueError, naming the option to change, if c cannot be run: a rule of cli.check
-    broken, or an array over LIMIT bytes or work over WORK evaluations asked for."""
+    """Raise ValueError, naming the option to change, if c cannot be run: a rule above broken,
+    or more memory or work asked for than tools/limits.py allows."""
     cli.check(c, AT_LEAST, ANY, RELATIONS)
-    for name, size, work in demands(c):
-        if size > LIMIT:
-            raise ValueError(f"{name} asks for an array of about {size / GiB:.3g} GiB; the limit "
-                             f"is {LIMIT / GiB:g} GiB: make these smaller")
-        if work > WORK:
-            usual = max(w for *_, w in demands(Config()))
-            raise ValueError(f"{name} asks for about {work:.2g} evaluations, over the limit of "
-                             f"{WORK:.0e} (the default run: {usual:.0e}): make these smaller")
+    limits.check(c, default=Config())
 
 
 def parse_args(argv):
@@ -317,17 +278,13 @@ def examine_first(models, samples, data, cfg):
                        generators=[torch_generator(cfg.seed, n) for n in ("mala", "grid draws")])
 
 
-def run_ebm(data, cfg, workers):
-    """Problems 1.4-1.7: both importance-sampling routes, side by side. Returns (numbers,
+def ebm_results(fits):
+    """Problems 1.4-1.7 from both routes ({route: fit_ebm_route's output}). Returns (numbers,
     models: each route's first energy and test log-densities (restarts, n), MALA points)."""
-    done = fork_map(lambda route: fit_ebm_route(route, data, cfg), ("truth", "fitted"), workers)
-    res = {route: d["numbers"] for route, d in zip(("truth", "fitted"), done)}
-    res["model"] = done[0]["model"]
-    models = {route: dict(energy=ebm.energy_from_arrays(*d["energy"]), test=d["test"],
-                          by_is=d["by_is"], seconds=d["seconds"])
-              for route, d in zip(("truth", "fitted"), done)}
-    models["samples"] = done[0]["points"]
-    return res, models
+    res = {route: f["numbers"] for route, f in fits.items()} | dict(model=fits["truth"]["model"])
+    models = {route: dict(f, energy=ebm.energy_from_arrays(*f["energy"]))
+              for route, f in fits.items()}
+    return res, models | dict(samples=fits["truth"]["points"])
 
 
 # ---- the fitted densities compared, point by point and over restarts ----------------------------
@@ -429,15 +386,25 @@ def moment_match(weights, means, sds):
     return mean, float(np.sqrt(w @ (s**2 + m**2) - mean**2))
 
 
+def gaussian_kl(theta, log_p, t, step, reverse):
+    """KL(q || p) (reverse) or KL(p || q) on the grid t for q = N(mu, sd^2), theta = (mu, log sd),
+    and its gradient in theta. With z = (t - mu) / sd, d log q / d mu = z / sd and
+    d log q / d log sd = z^2 - 1; d KL(q || p) = sum_i q_i (log q_i - log p_i + 1) d log q_i and
+    d KL(p || q) = -sum_i p_i d log q_i, q_i and p_i the cell masses of kl_grid."""
+    mu, sd = theta[0], np.exp(theta[1])
+    z, log_q = (t - mu) / sd, norm.logpdf(t, mu, sd)
+    d_log_q = np.stack([z / sd, z * z - 1])  # (2, grid)
+    if reverse:
+        return kl_grid(log_q, log_p, step), d_log_q @ (np.exp(log_q) * step * (log_q - log_p + 1))
+    return kl_grid(log_p, log_q, step), -d_log_q @ (np.exp(log_p) * step)
+
+
 def fit_gaussian_kl(log_p, t, step, start, reverse):
     """Gaussian (mu, sd) minimising KL(q || p) (reverse=True) or KL(p || q) on the grid t,
-    from start = (mu, sd), over (mu, log sd). Returns (mu, sd, KL)."""
-
-    def kl(theta):
-        log_q = norm.logpdf(t, theta[0], np.exp(theta[1]))
-        return kl_grid(log_q, log_p, step) if reverse else kl_grid(log_p, log_q, step)
-
-    fit = minimize(kl, [start[0], np.log(start[1])], method="BFGS", options=dict(gtol=1e-9))
+    from start = (mu, sd), by BFGS over (mu, log sd) with gaussian_kl's gradient. Returns (mu,
+    sd, KL)."""
+    fit = minimize(gaussian_kl, [start[0], np.log(start[1])], args=(log_p, t, step, reverse),
+                   jac=True, method="BFGS", options=dict(gtol=1e-9))
     return float(fit.x[0]), float(np.exp(fit.x[1])), float(fit.fun)
 
 
@@ -654,27 +621,37 @@ def promised(args):
                     if not args.no_figures]
 
 
+def run_em(data, cfg, radius):
+    """Problem 1.2 at one radius ("big": R, "small": R_small): EM from every start."""
+    split, R, name = dict(big=("", cfg.R, "em"), small=("_small", cfg.R_small, "em small"))[radius]
+    streams = lambda kind, r: stream(cfg.seed, f"{name} {kind} start {r}")
+    starts = gmm_em.start_counts(cfg.em_restarts, cfg.em_random_starts)
+    return gmm_em.em_experiment(data[f"train{split}"], data[f"test{split}"], R, cfg.K, streams,
+                                starts, cfg.em_tol, cfg.em_max_maps)
+
+
 def run(cfg, workers, seconds, say=print):
-    """Every problem, in the homework's order. Returns (results, what figures and files need)."""
-    data, results = make_data(cfg), {}
-    with cli.clock(seconds, "gmm", say):  # problems 1.1-1.2: EM at both radii
-        streams = lambda name: lambda kind, r: stream(cfg.seed, f"{name} {kind} start {r}")
-        starts = gmm_em.start_counts(cfg.em_restarts, cfg.em_random_starts)
-        em = lambda split, R, name: gmm_em.em_experiment(
-            data[f"train{split}"], data[f"test{split}"], R, cfg.K, streams(name), starts,
-            cfg.em_tol, cfg.em_max_maps)
-        results["gmm"] = dict(big=em("", cfg.R, "em"), small=em("_small", cfg.R_small, "em small"))
-    with cli.clock(seconds, "kde", say):  # problem 1.3
-        results["kde"] = kde.kde_experiment(
-            data["train"], data["val"], data["test"],
-            kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num))
-    with cli.clock(seconds, "ebm", say):  # problems 1.4-1.7
-        results["ebm"], models = run_ebm(data, cfg, workers)
+    """Every problem. Each part needs only the data, so the parts run side by side on the cores,
+    the longest first (the same bytes for any number of workers). Returns (results, what the
+    figures and files need)."""
+    data = make_data(cfg)
+    parts = {"ebm truth": lambda: fit_ebm_route("truth", data, cfg),  # problems 1.4-1.7
+             "ebm fitted": lambda: fit_ebm_route("fitted", data, cfg),  # 1.7 without the oracle
+             "em": lambda: run_em(data, cfg, "big"),  # problems 1.1-1.2
+             "em small": lambda: run_em(data, cfg, "small"),
+             "vi": lambda: run_vi(data, cfg),  # problems 2.2-2.4
+             "kde": lambda: kde.kde_experiment(  # problem 1.3
+                 data["train"], data["val"], data["test"],
+                 kde.sigma_grid(cfg.sigma_min, cfg.sigma_max, cfg.sigma_num))}
+    say(f"running {', '.join(parts)} side by side")
+    with cli.clock(seconds, "all parts", say):
+        done = cli.timed_parts(parts, lambda f, names: fork_map(f, names, workers), seconds, say)
+    results = dict(gmm=dict(big=done["em"], small=done["em small"]), kde=done["kde"])
+    results["ebm"], models = ebm_results({r: done[f"ebm {r}"] for r in ("truth", "fitted")})
     seconds.update({f"ebm_{route}": models[route]["seconds"] for route in ("truth", "fitted")})
     log_densities, shift_se = test_log_densities(data, cfg, results, models)
     results["compare"] = ebm.compare(log_densities, shift_se)  # point by point
-    with cli.clock(seconds, "vi", say):  # problems 2.2-2.4
-        results["vi"], per_point = run_vi(data, cfg)
+    results["vi"], per_point = done["vi"]
     results["claims"] = macros.claims_of(results)
     results["config"] = json.loads(json.dumps(asdict(cfg)))
     return results, dict(data=data, models=models, per_point=per_point, log_densities=log_densities)
@@ -739,7 +716,7 @@ def publish(out, cfg, results, made, seconds, appendix=None, with_figures=True, 
         with cli.clock(seconds, "figures", say):
             specs = figure_specs(cfg, made["data"], results, made["models"], made["per_point"])
             figures.render_figures(out, specs, lambda f, items: fork_map(f, items, workers))
-    seconds["total"] = sum(v for k, v in seconds.items() if not k.startswith("ebm_"))
+    seconds["total"] = sum(seconds.get(k, 0.0) for k in ("all parts", "appendix", "figures"))
     arrays = {"data.npz": made["data"], "log_densities.npz": made["log_densities"]}
     with cli.clock(seconds, "writing the files", lambda _: None):
         write_outputs(out, results, seconds, arrays, made["models"]["truth"]["energy"],

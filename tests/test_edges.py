@@ -117,8 +117,8 @@ def test_sigint_during_ebm_training_leaves_the_previous_outputs_intact(quick, tm
         # an inherited SIG_IGN: give the child the default so Ctrl-C can reach it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    for line in proc.stdout:  # wait until training has started
-        if line.startswith("kde:"):  # the EBM's training comes next
+    for line in proc.stdout:  # wait until the parts have started: the EBM's training first
+        if line.startswith("running "):
             break
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)

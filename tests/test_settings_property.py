@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import VI
-from tools import cli
+from tools import cli, limits
 
 settings.register_profile("ci", max_examples=200, derandomize=True, database=None,
                           deadline=None)
@@ -80,7 +80,7 @@ def tiny_run(changes, out):
     err, said = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, redirect_stderr(err), redirect_stdout(said):
         for name, value in TINY_LIMITS.items():
-            patch.setattr(VI, name, value)
+            patch.setattr(limits, name, value)
         try:
             status = VI.main(list(map(str, args)))
         except SystemExit as e:  # argparse's refusals

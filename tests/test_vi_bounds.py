@@ -243,6 +243,19 @@ def test_forward_kl_fit_is_moment_matching(KL):
     assert abs(f["numeric_mu"] - f["mu"]) < 1e-5 and abs(f["numeric_sd"] - f["sd"]) < 1e-5
 
 
+@pytest.mark.parametrize("reverse", [True, False])
+@pytest.mark.parametrize("theta", [(1.3, np.log(2.1)), (-6.2, np.log(0.5)), (20.0, np.log(4.0))])
+def test_the_kl_fits_gradient_is_the_central_difference_of_its_kl(reverse, theta):
+    t, step = VI.kl_axis(-30.0, 30.0, 0.01), 0.01
+    log_p = VI.mixture_1d_log_pdf(t, **P)
+    _, grad = VI.gaussian_kl(np.array(theta), log_p, t, step, reverse)
+    h = 1e-6
+    kl = lambda th: VI.gaussian_kl(th, log_p, t, step, reverse)[0]
+    numeric = [(kl(theta + h * e) - kl(theta - h * e)) / (2 * h) for e in np.eye(2)]
+    # central differences in float64: error about h^2 KL''' + 1e-16 KL / h, below 1e-8 here
+    assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-8), (grad, numeric)
+
+
 def test_reverse_kl_has_one_optimum_per_mode_costing_minus_log_weight(KL):
     res = KL
     optima = res["reverse_optima"]

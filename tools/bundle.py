@@ -32,6 +32,7 @@ MODULES = (
     ("kde", "kde.py"),
     ("ebm", "ebm.py"),
     ("tools.cli", "tools/cli.py"),
+    ("tools.limits", "tools/limits.py"),
     ("tools.outputs", "tools/outputs.py"),
     ("tools.processes", "tools/processes.py"),
     ("theory", "theory/__init__.py"),

@@ -104,3 +104,16 @@ def say(text):
         print(text, flush=True)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def timed_parts(parts, pmap, seconds, say):
+    """{name: parts[name]()} computed by pmap(f, names) (a worker per part), each part timed into
+    seconds[name] and named in its error (clock)."""
+    def timed(name):
+        took = {}
+        with clock(took, name, say):
+            value = parts[name]()
+        return value, took[name]
+    done = dict(zip(parts, pmap(timed, list(parts))))
+    seconds.update({name: took for name, (_, took) in done.items()})
+    return {name: value for name, (value, _) in done.items()}
