@@ -76,48 +76,108 @@ def quick(pipeline, tmp_path_factory):
     return out
 
 
-ARGS = ["--quick", "--no-figures"]
 NO_FORK = (  # a platform without fork (Windows), simulated
     "import os, runpy, sys; del os.fork; sys.argv[0] = 'VI.py'; "
     "runpy.run_path('VI.py', run_name='__main__')"
 )
-PROCESSES = {  # name: (arguments of python, environment changes)
-    # two forked workers, and any warning is an error
-    "dev": (["-X", "dev", "-W", "error", "VI.py", *ARGS, "--workers", "2"], {}),
-    # fork removed, so one process does all the work, and MKL restricted to the AVX2 kernels
-    # another CPU would get (a choice the pins do not name)
-    "no fork": (["-c", NO_FORK, *ARGS, "--workers", "2"], {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
-    # without the pins: each library's own kernels
-    "native": (["VI.py", *ARGS, "--native-numerics"], {}),
-}
+DEV = ["-X", "dev", "-W", "error"]  # any warning is an error
+
+
+def make_zip(folder):
+    """The hand-in zip as `make submission` writes it, into folder, with a stand-in PDF (the
+    zip's content is tested, not the PDF's)."""
+    import subprocess
+
+    pdf = folder / "stand-in.pdf"
+    pdf.write_bytes(b"%PDF-1.4 stand-in")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bundle.py"), "--netid", "ab1234", "--pdf",
+         str(pdf), "--out-dir", str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return folder / "ab1234.zip"
+
+
+def start_processes(base):
+    """python VI.py as a user runs it, two processes started at once, in an environment
+    without the pins (as a user's shell has it), both under -X dev -W error. {name: (process,
+    its --out folder)}:
+    - "no fork": the repository's VI.py --quick --no-figures with fork removed, so that one
+      process does all the work, with MKL restricted to the AVX2 kernels another CPU would get
+      (a choice the pins do not name), writing to a pipe whose reader has gone (as
+      `python VI.py | true`; not on Windows, whose pipes report it in another way);
+    - "hand-in": the zip's VI.py --quick alone in a folder, figures drawn, by two forked
+      workers."""
+    import subprocess
+    import zipfile
+
+    pinned = set(pins.PINS) | set(pins.THREADS) | {"MKL_ENABLE_INSTRUCTIONS"}
+    clean = {k: v for k, v in os.environ.items() if k not in pinned and k != "PYTHONPATH"}
+    alone = base / "hand-in"
+    alone.mkdir()
+    zipfile.ZipFile(make_zip(base)).extract("VI.py", alone)
+    runs = {
+        "no fork": ([*DEV, "-c", NO_FORK, "--quick", "--no-figures", "--workers", "2"], ROOT,
+                    {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+        "hand-in": ([*DEV, "VI.py", "--quick", "--workers", "2"], alone, {}),
+    }
+    started = {}
+    for name, (args, cwd, env) in runs.items():
+        out = base / f"{name.replace(' ', '_')}_out"
+        started[name] = (subprocess.Popen(
+            [sys.executable, *args, "--out", str(out)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=cwd, env={**clean, **env}), out)
+    if sys.platform != "win32":
+        started["no fork"][0].stdout.close()  # before its first line
+    return started
+
+
+STARTED = pytest.StashKey[dict]()
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that wait for `processes` run last, when the runs have had the most time."""
+    items.sort(key=lambda item: "processes" in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_finish(session):
+    """Start the runs of `processes` now if a collected test needs them: they work on the
+    other core while the tests in this process run."""
+    import tempfile
+
+    if any("processes" in getattr(item, "fixturenames", ()) for item in session.items):
+        base = Path(tempfile.mkdtemp(prefix="vi-processes-"))
+        session.config.stash[STARTED] = (base, start_processes(base))
+
+
+def pytest_sessionfinish(session):
+    """Nothing left running or on disk, however the session ended."""
+    import shutil
+
+    base, started = session.config.stash.get(STARTED, (None, {}))
+    for proc, _ in started.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def processes(tmp_path_factory):
-    """python VI.py as a user runs it, each in a process of its own, two at a time, in an
-    environment without the pins (as a user's shell has it). {name: (process, its --out folder)}"""
+def zip_path(tmp_path_factory):
+    return make_zip(tmp_path_factory.mktemp("zip"))
+
+
+@pytest.fixture(scope="session")
+def processes(request):
+    """The runs of start_processes, finished: {name: (completed process, its --out folder)}."""
     import subprocess
-    from concurrent.futures import ThreadPoolExecutor
 
-    base = tmp_path_factory.mktemp("processes")
-    pinned = set(pins.PINS) | set(pins.THREADS) | {"MKL_ENABLE_INSTRUCTIONS"}
-    clean = {k: v for k, v in os.environ.items() if k not in pinned}
-
-    def one(name):
-        args, env = PROCESSES[name]
-        out = base / name.replace(" ", "_")
-        proc = subprocess.run(
-            [sys.executable, *args, "--out", str(out)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-            env={**clean, **env},
-        )
-        return proc, out
-
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(PROCESSES, pool.map(one, PROCESSES), strict=True))
+    _, started = request.config.stash[STARTED]
+    done = {}
+    for name, (proc, out) in started.items():
+        stdout, err = proc.communicate(timeout=600)
+        done[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, err), out)
+    return done
 
 
 def results_bytes(run):

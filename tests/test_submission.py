@@ -42,52 +42,29 @@ def same_bytes(a, b):
     return False, f"{a} and {b} differ from line {i + 1}: {la[i : i + 1]} vs {lb[i : i + 1]}"
 
 
-@pytest.fixture(scope="module")
-def repo_quick(processes):
-    """The repository's own `python VI.py --quick --no-figures`, run as a script from its root
-    (pinned numerics, as every run of the hand-in is; the in-process run of conftest is not)."""
-    proc, out = processes["dev"]
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def zip_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("zip")
-    pdf = folder / "stand-in.pdf"
-    pdf.write_bytes(b"%PDF-1.4 stand-in")  # the zip's content is tested, not the PDF's
-    proc = bundle("--netid", "ab1234", "--pdf", str(pdf), "--out-dir", str(folder))
-    assert proc.returncode == 0, proc.stderr
-    return folder / "ab1234.zip"
-
-
 def test_zip_holds_exactly_the_two_files(zip_path):
     assert sorted(zipfile.ZipFile(zip_path).namelist()) == ["VI.py", "theory.pdf"]
 
 
+def test_the_zips_vi_is_the_bundle_of_the_repository(zip_path, tmp_path):
+    assert zipfile.ZipFile(zip_path).read("VI.py") == vi_only(tmp_path).read_bytes()
+
+
 def test_the_zips_vi_alone_under_dev_mode_writes_every_figure_and_the_repositorys_results(
-    zip_path, repo_quick, tmp_path
+    processes,
 ):
     """The zip's VI.py in a folder of its own, under -X dev -W error (a warning of the bundle,
-    or of what it runs, is an error), figures included; results.json does not depend on them,
-    so the repository's run without figures is the reference. results.tex is written only if
-    `from theory import macros` works: it proves theory.macros is embedded."""
-    zipfile.ZipFile(zip_path).extract("VI.py", tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["VI.py"]
-    proc = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "VI.py", "--quick", "--out", "out"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=alone(),
-        timeout=600,
-    )
+    or of what it runs, is an error), figures included (conftest's "hand-in" run); results.json
+    does not depend on them, so the repository's run without figures ("no fork") is the
+    reference. results.tex is written only if `from theory import macros` works: it proves
+    theory.macros is embedded."""
+    proc, out = processes["hand-in"]
     assert proc.returncode == 0, proc.stderr
-    out = tmp_path / "out"
+    assert [p.name for p in (out.parent / "hand-in").iterdir()] == ["VI.py"]  # nothing beside it
     for name in FIGURES:
         assert (out / f"{name}.pdf").exists() and (out / f"{name}.png").exists(), name
     for name in ("results.json", "results.tex"):
-        same, why = same_bytes(out / name, repo_quick / name)
+        same, why = same_bytes(out / name, processes["no fork"][1] / name)
         assert same, why
 
 
