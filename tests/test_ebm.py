@@ -493,7 +493,7 @@ def test_a_saved_energy_reloads_whatever_its_architecture(tmp_path):
             assert torch.equal(energy(x), loaded(x)) and loaded.spec == energy.spec
 
 
-# ---- the training routes without the oracle (bench/routes.py) ------------------------------------
+# ---- the training routes without the oracle (ebm.train_route, python VI.py --appendix) -----------
 
 
 def test_contrastive_divergence_with_exact_draws_is_the_exact_gradient():

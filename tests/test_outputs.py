@@ -58,7 +58,13 @@ def test_ctrl_c_during_the_figures_leaves_the_previous_files(previous, monkeypat
         os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C reaches this process
         return draw(*args)
     monkeypatch.setattr(figures, "draw_kl", interrupted)
-    status, err = main("--quick", "--workers", "1", "--out", out)
+    # Python's own handler, as a foreground process has it: a background job (pytest &) starts
+    # with SIGINT ignored, and Python keeps that
+    default = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        status, err = main("--quick", "--workers", "1", "--out", out)
+    finally:
+        signal.signal(signal.SIGINT, default)
     assert fails_in_one_line(status, err, 130) and "interrupted" in err, err
     assert snapshot(out) == before
 
